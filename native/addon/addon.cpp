@@ -1,0 +1,357 @@
+// N-API entry points. Each op is split in three steps: parse and copy the arguments on the JS
+// thread, compute (inline for sync calls, on the libuv thread pool for async ones), and convert
+// the result back on the JS thread. Native failures become JS exceptions or rejected promises.
+#include <napi.h>
+
+#include <cstring>
+#include <functional>
+#include <memory>
+
+#include "../core/backend.h"
+#include "../core/pade.h"
+#include "../core/threadpool.h"
+#include "../cpu/blas.h"
+#include "marshal.h"
+
+namespace covpool::addon {
+namespace {
+
+// Turns a native message into the right JS error class ("TypeError: ..." -> TypeError, etc.).
+Napi::Error jsError(Napi::Env env, const std::string& msg) {
+  auto strip = [&](const char* prefix) { return msg.substr(std::strlen(prefix)); };
+  Napi::Error e = msg.rfind("TypeError: ", 0) == 0    ? Napi::TypeError::New(env, strip("TypeError: "))
+                  : msg.rfind("RangeError: ", 0) == 0 ? Napi::RangeError::New(env, strip("RangeError: "))
+                                                      : Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, "ERR_COVPOOL"));
+  return e;
+}
+
+// A unit of work: `run` computes off the JS thread, `result` builds the JS value afterwards.
+struct Task {
+  std::function<void()> run;
+  std::function<Napi::Value(Napi::Env)> result;
+};
+
+class TaskWorker : public Napi::AsyncWorker {
+ public:
+  TaskWorker(Napi::Env env, Task task) : Napi::AsyncWorker(env, "covpool"), task_(std::move(task)), deferred_(env) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      task_.run();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("unknown native error");
+    }
+  }
+  void OnOK() override {
+    Napi::HandleScope scope(Env());
+    try {
+      deferred_.Resolve(task_.result(Env()));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    } catch (const std::exception& e) {
+      deferred_.Reject(jsError(Env(), e.what()).Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override {
+    Napi::HandleScope scope(Env());
+    deferred_.Reject(jsError(Env(), e.Message()).Value());
+  }
+
+ private:
+  Task task_;
+  Napi::Promise::Deferred deferred_;
+};
+
+// Runs a task synchronously or returns a promise for it. `build` parses arguments; any error it
+// throws is a synchronous exception in both modes (argument errors are programming errors).
+Napi::Value submit(const Napi::CallbackInfo& info, bool async, const std::function<Task()>& build) {
+  Napi::Env env = info.Env();
+  try {
+    Task t = build();
+    if (!async) {
+      t.run();
+      return t.result(env);
+    }
+    auto* w = new TaskWorker(env, std::move(t));
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw jsError(env, e.what());
+  }
+}
+
+bool asyncFlag(const Napi::CallbackInfo& info) {
+  const std::size_t last = info.Length() ? info.Length() - 1 : 0;
+  return info.Length() && info[last].IsBoolean() && info[last].As<Napi::Boolean>().Value();
+}
+
+Backend& backend() { return cpuBackend(); }
+
+// ---- backward states: an External holding a shared_ptr, type-tagged so that no other external
+// can be mistaken for one, and disposable before the garbage collector gets to it.
+const napi_type_tag kStateTag = {0x636f76706f6f6c31ULL, 0x7374617465000001ULL};
+
+struct StateHolder {
+  std::shared_ptr<State> state;
+  std::size_t reported = 0;
+};
+
+Napi::Value wrapState(Napi::Env env, std::shared_ptr<State> st) {
+  auto* h = new StateHolder{std::move(st), 0};
+  h->reported = h->state->bytes();
+  auto ext = Napi::External<StateHolder>::New(env, h, [](Napi::Env e, StateHolder* p) {
+    if (p->reported) Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(p->reported));
+    delete p;
+  });
+  ext.TypeTag(&kStateTag);
+  if (h->reported) Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(h->reported));
+  return ext;
+}
+
+StateHolder& holderArg(const Napi::CallbackInfo& info, std::size_t index) {
+  if (index >= info.Length() || !info[index].IsExternal())
+    throw CovpoolError("TypeError: state must be the state object returned by a forward call");
+  auto ext = info[index].As<Napi::External<StateHolder>>();
+  if (!ext.CheckTypeTag(&kStateTag)) throw CovpoolError("TypeError: state is not a covpool state");
+  return *ext.Data();
+}
+
+std::shared_ptr<State> stateArg(const Napi::CallbackInfo& info, std::size_t index) {
+  StateHolder& h = holderArg(info, index);
+  if (!h.state) throw CovpoolError("the state was disposed; run the forward pass again");
+  return h.state;
+}
+
+Napi::Object forwardResult(Napi::Env env, const Buffer& out, std::shared_ptr<State> st) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("output", toTypedArray(env, out));
+  r.Set("state", wrapState(env, std::move(st)));
+  return r;
+}
+
+std::size_t prod(std::initializer_list<std::size_t> v) {
+  std::size_t p = 1;
+  for (auto x : v) p *= x;
+  return p;
+}
+
+// ---- ops ---------------------------------------------------------------------------------------
+
+// covpool(x, B, C, N, async)
+Napi::Value Covpool(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    Dims d{dimArg(info, 1, "B"), dimArg(info, 2, "C"), dimArg(info, 3, "N")};
+    auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", prod({(size_t)d.B, (size_t)d.C, (size_t)d.N})));
+    auto out = std::make_shared<Buffer>();
+    return Task{[=] { *out = backend().covpool(*x, d); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+  });
+}
+
+// covpoolBackward(x, dA, B, C, N, async)
+Napi::Value CovpoolBackward(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    Dims d{dimArg(info, 2, "B"), dimArg(info, 3, "C"), dimArg(info, 4, "N")};
+    auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", prod({(size_t)d.B, (size_t)d.C, (size_t)d.N})));
+    auto g = std::make_shared<Buffer>(bufferArg(info, 1, "covariance gradient", prod({(size_t)d.B, (size_t)d.C, (size_t)d.C}), x->dtype()));
+    auto out = std::make_shared<Buffer>();
+    return Task{[=] { *out = backend().covpoolBackward(*x, *g, d); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+  });
+}
+
+// triuvec(s, B, C, async) / triuvecBackward(dy, B, C, async)
+Napi::Value Triuvec(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
+    auto s = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", prod({(size_t)B, (size_t)C, (size_t)C})));
+    auto out = std::make_shared<Buffer>();
+    return Task{[=] { *out = backend().triuvec(*s, B, C); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+  });
+}
+Napi::Value TriuvecBackward(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
+    auto dy = std::make_shared<Buffer>(bufferArg(info, 0, "gradient", prod({(size_t)B, (size_t)C * (C + 1) / 2})));
+    auto out = std::make_shared<Buffer>();
+    return Task{[=] { *out = backend().triuvecBackward(*dy, B, C); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+  });
+}
+
+// eigh(a, B, C, async) -> {values, vectors}
+Napi::Value Eigh(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
+    auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", prod({(size_t)B, (size_t)C, (size_t)C})));
+    auto vals = std::make_shared<Buffer>(), vecs = std::make_shared<Buffer>();
+    return Task{[=] { backend().eigh(*a, B, C, *vals, *vecs); },
+                [=](Napi::Env e) -> Napi::Value {
+                  Napi::Object r = Napi::Object::New(e);
+                  r.Set("values", toTypedArray(e, *vals));
+                  r.Set("vectors", toTypedArray(e, *vecs));
+                  return r;
+                }};
+  });
+}
+
+// sqrtm(a, B, C, options, async) -> {output, state}
+Napi::Value Sqrtm(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
+    auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", prod({(size_t)B, (size_t)C, (size_t)C})));
+    const SqrtmOptions o = resolveOptions(optionsArg(info, 3), a->dtype(), C);
+    auto out = std::make_shared<Buffer>();
+    auto st = std::make_shared<std::shared_ptr<State>>();
+    return Task{[=] { *st = backend().sqrtm(*a, B, C, o, *out); }, [=](Napi::Env e) -> Napi::Value { return forwardResult(e, *out, *st); }};
+  });
+}
+
+// layer(x, B, C, N, options, vectorize, async) -> {output, state}
+Napi::Value Layer(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    Dims d{dimArg(info, 1, "B"), dimArg(info, 2, "C"), dimArg(info, 3, "N")};
+    auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", prod({(size_t)d.B, (size_t)d.C, (size_t)d.N})));
+    const SqrtmOptions o = resolveOptions(optionsArg(info, 4), x->dtype(), d.C);
+    const bool vectorize = boolArg(info, 5, "vectorize");
+    auto out = std::make_shared<Buffer>();
+    auto st = std::make_shared<std::shared_ptr<State>>();
+    return Task{[=] { *st = backend().layer(*x, d, o, vectorize, *out); }, [=](Napi::Env e) -> Napi::Value { return forwardResult(e, *out, *st); }};
+  });
+}
+
+// backward(state, dOut, async) -> gradient w.r.t. the forward input
+Napi::Value Backward(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    std::shared_ptr<State> st = stateArg(info, 0);
+    const std::size_t B = st->dims.B, C = st->dims.C;
+    const std::size_t count = st->vectorize ? B * C * (C + 1) / 2 : B * C * C;
+    auto dy = std::make_shared<Buffer>(bufferArg(info, 1, "output gradient", count, st->dtype));
+    auto out = std::make_shared<Buffer>();
+    return Task{[=] { *out = backend().backward(*st, *dy); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+  });
+}
+
+// stateInfo(state) -> {kind, id, B, C, N, dtype, vectorize, options, disposed}
+Napi::Value StateInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    StateHolder& h = holderArg(info, 0);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("disposed", !h.state);
+    if (h.state) {
+      const State& s = *h.state;
+      r.Set("kind", s.kind == StateKind::Layer ? "layer" : "sqrtm");
+      r.Set("id", static_cast<double>(s.id));
+      r.Set("B", s.dims.B);
+      r.Set("C", s.dims.C);
+      r.Set("N", s.dims.N);
+      r.Set("dtype", dtypeName(s.dtype));
+      r.Set("vectorize", s.vectorize);
+      r.Set("bytes", static_cast<double>(s.bytes()));
+      r.Set("options", optionsToJs(env, s.options));
+    }
+    return r;
+  } catch (const std::exception& e) {
+    throw jsError(env, e.what());
+  }
+}
+
+// disposeState(state): frees the native memory now; later use throws.
+Napi::Value DisposeState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    StateHolder& h = holderArg(info, 0);
+    if (h.reported) Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(h.reported));
+    h.reported = 0;
+    h.state.reset();  // an async backward still running keeps its own reference
+    return env.Undefined();
+  } catch (const std::exception& e) {
+    throw jsError(env, e.what());
+  }
+}
+
+// resolveOptions(options, dtype, C) -> the options with every default filled in
+Napi::Value ResolveOptions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (info.Length() < 2 || !info[1].IsString()) throw CovpoolError("TypeError: dtype must be a string");
+    const std::string dt = info[1].As<Napi::String>().Utf8Value();
+    if (dt != "float32" && dt != "float64") throw CovpoolError("TypeError: dtype must be 'float32' or 'float64'");
+    const int C = dimArg(info, 2, "C");
+    return optionsToJs(env, resolveOptions(optionsArg(info, 0), dt == "float32" ? DType::F32 : DType::F64, C));
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw jsError(env, e.what());
+  }
+}
+
+// padeCoefficients(kind: 'geometric' | 'sqrt', degree) -> {p, q}
+Napi::Value PadeCoefficientsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (info.Length() < 1 || !info[0].IsString()) throw CovpoolError("TypeError: kind must be 'geometric' or 'sqrt'");
+    const std::string kind = info[0].As<Napi::String>().Utf8Value();
+    const int deg = dimArg(info, 1, "degree");
+    PadeCoefficients c;
+    if (kind == "geometric") c = geometricSeriesPade(deg);
+    else if (kind == "sqrt") c = sqrtPade(deg);
+    else throw CovpoolError("TypeError: kind must be 'geometric' or 'sqrt'");
+    Napi::Object r = Napi::Object::New(env);
+    auto arr = [&](const std::vector<double>& v) {
+      Napi::Array a = Napi::Array::New(env, v.size());
+      for (uint32_t i = 0; i < v.size(); ++i) a.Set(i, v[i]);
+      return a;
+    };
+    r.Set("p", arr(c.p));
+    r.Set("q", arr(c.q));
+    return r;
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw jsError(env, e.what());
+  }
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("backend", backend().name());
+  r.Set("threads", poolThreads());
+  Napi::Array methods = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto& m : methodTable()) methods.Set(i++, m.name);
+  r.Set("methods", methods);
+  return r;
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  cpu::configureBlasThreads();
+  exports.Set("covpool", Napi::Function::New(env, Covpool));
+  exports.Set("covpoolBackward", Napi::Function::New(env, CovpoolBackward));
+  exports.Set("triuvec", Napi::Function::New(env, Triuvec));
+  exports.Set("triuvecBackward", Napi::Function::New(env, TriuvecBackward));
+  exports.Set("eigh", Napi::Function::New(env, Eigh));
+  exports.Set("sqrtm", Napi::Function::New(env, Sqrtm));
+  exports.Set("layer", Napi::Function::New(env, Layer));
+  exports.Set("backward", Napi::Function::New(env, Backward));
+  exports.Set("stateInfo", Napi::Function::New(env, StateInfo));
+  exports.Set("disposeState", Napi::Function::New(env, DisposeState));
+  exports.Set("resolveOptions", Napi::Function::New(env, ResolveOptions));
+  exports.Set("padeCoefficients", Napi::Function::New(env, PadeCoefficientsJs));
+  exports.Set("info", Napi::Function::New(env, Info));
+  return exports;
+}
+
+}  // namespace covpool::addon
+
+static Napi::Object InitCovpool(Napi::Env env, Napi::Object exports) { return covpool::addon::Init(env, exports); }
+NODE_API_MODULE(covpool, InitCovpool)

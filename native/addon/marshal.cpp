@@ -1,0 +1,133 @@
+#include "marshal.h"
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+namespace covpool::addon {
+
+namespace {
+[[noreturn]] void typeError(const std::string& msg) { throw CovpoolError("TypeError: " + msg); }
+}  // namespace
+
+Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* what, std::size_t count) {
+  if (index >= info.Length() || !info[index].IsTypedArray()) typeError(std::string(what) + " must be a Float32Array or Float64Array");
+  Napi::TypedArray ta = info[index].As<Napi::TypedArray>();
+  DType dtype;
+  if (ta.TypedArrayType() == napi_float32_array) dtype = DType::F32;
+  else if (ta.TypedArrayType() == napi_float64_array) dtype = DType::F64;
+  else typeError(std::string(what) + " must be a Float32Array or Float64Array (other element types are not supported)");
+  Napi::ArrayBuffer ab = ta.ArrayBuffer();
+  if (ab.IsDetached()) typeError(std::string(what) + ": its ArrayBuffer is detached (transferred or freed); pass a live array");
+  if (ta.ElementLength() != count) {
+    std::ostringstream os;
+    os << what << " holds " << ta.ElementLength() << " elements but its shape needs " << count;
+    throw CovpoolError("RangeError: " + os.str());
+  }
+  const auto* base = static_cast<const unsigned char*>(ab.Data()) + ta.ByteOffset();
+  return Buffer::copyOf(dtype, base, count);
+}
+
+Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* what, std::size_t count, DType dtype) {
+  Buffer b = bufferArg(info, index, what, count);
+  if (b.dtype() != dtype)
+    typeError(std::string(what) + " must be " + dtypeName(dtype) + " (like the forward input), got " + dtypeName(b.dtype()));
+  return b;
+}
+
+int dimArg(const Napi::CallbackInfo& info, std::size_t index, const char* what) {
+  if (index >= info.Length() || !info[index].IsNumber()) typeError(std::string(what) + " must be a number");
+  const double v = info[index].As<Napi::Number>().DoubleValue();
+  if (!(v >= 1) || v != std::floor(v) || v > 1 << 30) {
+    std::ostringstream os;
+    os << what << " must be a positive integer, got " << v;
+    throw CovpoolError("RangeError: " + os.str());
+  }
+  return static_cast<int>(v);
+}
+
+bool boolArg(const Napi::CallbackInfo& info, std::size_t index, const char* what) {
+  if (index >= info.Length() || !info[index].IsBoolean()) typeError(std::string(what) + " must be a boolean");
+  return info[index].As<Napi::Boolean>().Value();
+}
+
+namespace {
+std::string optString(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return "";
+  if (!v.IsString()) typeError(std::string("option '") + key + "' must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+double optNumber(const Napi::Object& o, const char* key, double absent) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return absent;
+  if (!v.IsNumber()) typeError(std::string("option '") + key + "' must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+int optInt(const Napi::Object& o, const char* key) {
+  const double v = optNumber(o, key, -1);
+  if (v == -1) return -1;
+  if (!std::isfinite(v) || v != std::floor(v) || v < 0 || v > 1e9)
+    throw CovpoolError(std::string("RangeError: option '") + key + "' must be a non-negative integer");
+  return static_cast<int>(v);
+}
+std::vector<double> optArray(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  std::vector<double> out;
+  if (v.IsUndefined() || v.IsNull()) return out;
+  if (!v.IsArray()) typeError(std::string("option '") + key + "' must be an array of numbers");
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsNumber()) typeError(std::string("option '") + key + "' must be an array of numbers");
+    out.push_back(e.As<Napi::Number>().DoubleValue());
+  }
+  return out;
+}
+}  // namespace
+
+RawOptions optionsArg(const Napi::CallbackInfo& info, std::size_t index) {
+  if (index >= info.Length() || !info[index].IsObject()) typeError("options must be an object");
+  Napi::Object o = info[index].As<Napi::Object>();
+  RawOptions r;
+  r.method = optString(o, "method");
+  if (r.method.empty()) typeError("options.method is required");
+  r.precision = optString(o, "precision");
+  r.normalization = optString(o, "normalization");
+  r.iterations = optInt(o, "iterations");
+  r.degree = optInt(o, "degree");
+  r.topN = optInt(o, "n");
+  r.kappa = optNumber(o, "kappa", -1);
+  r.eps = optNumber(o, "eps", -1);
+  if (r.kappa != -1 && !(r.kappa > 0)) throw CovpoolError("RangeError: option 'kappa' must be > 0");
+  if (r.eps != -1 && !(r.eps > 0)) throw CovpoolError("RangeError: option 'eps' must be > 0");
+  r.padeP = optArray(o, "p");
+  r.padeQ = optArray(o, "q");
+  return r;
+}
+
+Napi::Object optionsToJs(Napi::Env env, const SqrtmOptions& o) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("method", methodName(o.method));
+  r.Set("precision", dtypeName(o.precision));
+  r.Set("normalization", normalizationName(o.normalization));
+  r.Set("eps", o.eps);
+  switch (o.method) {
+    case Method::NS: case Method::SVD_NEWTON: case Method::SVD_PI: r.Set("iterations", o.iterations); break;
+    case Method::MPA_LYA: r.Set("iterations", o.iterations); r.Set("degree", o.degree); break;
+    case Method::SVD_TAYLOR: case Method::SVD_PADE: r.Set("degree", o.degree); break;
+    case Method::SVD_TRUNC: r.Set("kappa", o.kappa); break;
+    case Method::SVD_TOPN: r.Set("n", o.topN); break;
+    default: break;
+  }
+  return r;
+}
+
+Napi::Value toTypedArray(Napi::Env env, const Buffer& b) {
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, b.byteSize());
+  if (b.byteSize()) std::memcpy(ab.Data(), b.raw(), b.byteSize());
+  if (b.dtype() == DType::F32) return Napi::Float32Array::New(env, b.size(), ab, 0);
+  return Napi::Float64Array::New(env, b.size(), ab, 0);
+}
+
+}  // namespace covpool::addon

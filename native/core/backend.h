@@ -1,0 +1,67 @@
+// The backend-neutral op table. A backend (cpu/, later cuda/) implements these ops over Buffers;
+// the addon layer only marshals JS values and picks a backend, so a new backend is one class.
+//
+// Shapes (row-major, batch first):
+//   features x [B, C, N]   covariance A [B, C, C]   triangle y [B, C(C+1)/2]
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "buffer.h"
+#include "methods.h"
+
+namespace covpool {
+
+struct Dims {
+  int B = 0, C = 0, N = 0;
+};
+
+// What a state was made by; backward checks it was given a state of the right kind and shape.
+enum class StateKind { Sqrtm, Layer };
+
+// Everything a backward pass needs from its forward pass. Immutable after the forward, so one
+// state may be used by several backward calls, concurrently.
+class State {
+ public:
+  virtual ~State() = default;
+  StateKind kind = StateKind::Layer;
+  Dims dims;
+  DType dtype = DType::F32;  // input/output dtype of the forward
+  SqrtmOptions options;
+  bool vectorize = true;     // layer states: output is the upper triangle
+  std::uint64_t id = nextId();
+  // Host bytes this state holds, reported to the JS garbage collector.
+  virtual std::size_t bytes() const { return 0; }
+
+ private:
+  static std::uint64_t nextId() {
+    static std::atomic<std::uint64_t> counter{1};
+    return counter++;
+  }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  virtual Buffer covpool(const Buffer& x, Dims d) = 0;
+  virtual Buffer covpoolBackward(const Buffer& x, const Buffer& dA, Dims d) = 0;
+  virtual Buffer triuvec(const Buffer& s, int B, int C) = 0;
+  virtual Buffer triuvecBackward(const Buffer& dy, int B, int C) = 0;
+  // Ascending eigenvalues [B, C] and eigenvectors as columns [B, C, C], in the input dtype.
+  virtual void eigh(const Buffer& a, int B, int C, Buffer& values, Buffer& vectors) = 0;
+
+  // Matrix square root of a batch of symmetric PSD matrices [B, C, C].
+  virtual std::shared_ptr<State> sqrtm(const Buffer& a, int B, int C, const SqrtmOptions& o, Buffer& s) = 0;
+  // Whole meta-layer: covpool -> sqrtm -> (triuvec if vectorize).
+  virtual std::shared_ptr<State> layer(const Buffer& x, Dims d, const SqrtmOptions& o, bool vectorize, Buffer& y) = 0;
+  // Backward of either: returns dA for sqrtm states, dX for layer states.
+  virtual Buffer backward(const State& st, const Buffer& dOut) = 0;
+};
+
+Backend& cpuBackend();
+
+}  // namespace covpool

@@ -1,0 +1,49 @@
+// Thin type-generic wrappers over CBLAS and LAPACKE (OpenBLAS), row-major n x n matrices.
+// BLAS runs single-threaded: batch items are spread over the cores by core/threadpool instead,
+// which is both faster for the small matrices of GCP heads and safe under concurrent calls.
+#pragma once
+#include <cblas.h>
+#include <lapacke.h>
+
+#include "../core/errors.h"
+
+namespace covpool::cpu {
+
+// Called once at module load.
+void configureBlasThreads();
+
+inline CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
+
+// C = alpha * op(A) op(B) + beta * C, all n x n row-major.
+inline void gemm(bool ta, bool tb, int n, float alpha, const float* a, const float* b, float beta, float* c) {
+  cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), n, n, n, alpha, a, n, b, n, beta, c, n);
+}
+inline void gemm(bool ta, bool tb, int n, double alpha, const double* a, const double* b, double beta, double* c) {
+  cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), n, n, n, alpha, a, n, b, n, beta, c, n);
+}
+// General rectangular: C (m x n) = alpha op(A) op(B) + beta C, op(A) is m x k.
+inline void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {
+  cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+inline void gemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b, int ldb, double beta, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+// Upper triangle of C (n x n) = alpha A A^T (A is n x k, trans=false) or alpha A^T A (A is k x n).
+inline void syrkUpper(bool trans, int n, int k, float alpha, const float* a, int lda, float* c) {
+  cblas_ssyrk(CblasRowMajor, CblasUpper, tr(trans), n, k, alpha, a, lda, 0.0f, c, n);
+}
+inline void syrkUpper(bool trans, int n, int k, double alpha, const double* a, int lda, double* c) {
+  cblas_dsyrk(CblasRowMajor, CblasUpper, tr(trans), n, k, alpha, a, lda, 0.0, c, n);
+}
+
+// Symmetric eigendecomposition in place. `a` (n x n, symmetric) is overwritten so that row i holds
+// the eigenvector of w[i]; eigenvalues ascending. (Row-major symmetric input is its own
+// column-major transpose, so LAPACK's column-major eigenvector matrix reads as rows here.)
+inline int syevd(int n, float* a, float* w) { return LAPACKE_ssyevd(LAPACK_COL_MAJOR, 'V', 'U', n, a, n, w); }
+inline int syevd(int n, double* a, double* w) { return LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'U', n, a, n, w); }
+
+// Solves A X = B for X (n x n), overwriting B; row-major.
+inline int gesv(int n, float* a, float* b, lapack_int* ipiv) { return LAPACKE_sgesv(LAPACK_ROW_MAJOR, n, n, a, n, ipiv, b, n); }
+inline int gesv(int n, double* a, double* b, lapack_int* ipiv) { return LAPACKE_dgesv(LAPACK_ROW_MAJOR, n, n, a, n, ipiv, b, n); }
+
+}  // namespace covpool::cpu

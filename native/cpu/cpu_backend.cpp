@@ -1,0 +1,376 @@
+// The CPU backend: every op of core/backend.h over OpenBLAS + LAPACKE. Batch items are independent
+// and run in parallel on the process-wide pool; within one item the whole pipeline (covariance,
+// normalization, square root, packing) runs on one core, with the item's data hot in its caches.
+#include <cmath>
+#include <sstream>
+
+#include "../core/backend.h"
+#include "../core/pade.h"
+#include "../core/threadpool.h"
+#include "covariance.h"
+#include "eigen_sqrtm.h"
+#include "mpa_lya.h"
+#include "newton_schulz.h"
+
+namespace covpool::cpu {
+namespace {
+
+std::string sampleMsg(std::size_t b, const std::string& what) {
+  std::ostringstream os;
+  os << "batch item " << b << ": " << what;
+  return os.str();
+}
+
+// Per-thread scratch areas, reused across items and calls (no allocation in the hot loop).
+// Slot 0 holds an item's pipeline buffers, slot 1 the work space of the method kernels, so the
+// two never alias.
+template <class T, int Slot = 0> T* scratch(std::size_t count) {
+  thread_local Vec<T> buf;
+  if (buf.size() < count) buf.resize(count);
+  return buf.data();
+}
+
+template <class Ti, class Ts> class CpuState : public State {
+ public:
+  // Layer input (centered features) or nothing for sqrtm states.
+  Vec<Ti> xc;
+  Vec<Ts> tau;    // per item normalization factor (1 for 'none')
+  Vec<Ts> ahat;   // A / tau: normalization backward, and svd-newton's raw A (tau = 1 there)
+  Vec<Ts> shat;   // S / sqrt(tau): normalization backward and mpa-lya
+  Vec<Ts> w, lam; // eigen methods: W = U^T and the (floored) eigenvalues
+  Vec<Ts> tape;   // ns: the Newton-Schulz tape
+  PadeCoefficients pade;
+
+  std::size_t m() const { return static_cast<std::size_t>(dims.C) * dims.C; }
+  std::size_t bytes() const override {
+    return xc.size() * sizeof(Ti) +
+           (tau.size() + ahat.size() + shat.size() + w.size() + lam.size() + tape.size()) * sizeof(Ts);
+  }
+  bool keepsNormalized() const { return options.normalization != Normalization::None || options.method == Method::MPA_LYA; }
+
+  void allocate() {
+    const std::size_t B = dims.B, mm = m();
+    tau.assign(B, Ts(1));
+    if (keepsNormalized() || options.method == Method::SVD_NEWTON) ahat.resize(B * mm);
+    if (keepsNormalized()) shat.resize(B * mm);
+    if (usesEigenForward(options.method)) { w.resize(B * mm); lam.resize(B * dims.C); }
+    if (options.method == Method::NS) tape.resize(B * mm * NsTape<Ts>::matricesNeeded(options.iterations));
+    if (options.method == Method::SVD_PADE) {
+      if (!options.padeP.empty()) pade = {options.padeP, options.padeQ};
+      else pade = geometricSeriesPade(options.degree);
+    } else if (options.method == Method::MPA_LYA) {
+      pade = sqrtPade(options.degree);
+    }
+  }
+  NsTape<Ts> nsTape(std::size_t b) {
+    NsTape<Ts> t;
+    t.bind(tape.data() + b * m() * NsTape<Ts>::matricesNeeded(options.iterations), dims.C, options.iterations);
+    return t;
+  }
+};
+
+template <class T> T normalizer(const T* a, int n, Normalization nm) {
+  if (nm == Normalization::Trace) return trace(a, n);
+  if (nm == Normalization::Frobenius) return std::sqrt(dot(a, a, static_cast<std::size_t>(n) * n));
+  return T(1);
+}
+
+// Square root of one item: a (n x n, Ts, overwritten with scratch) -> s (n x n, Ts).
+template <class Ti, class Ts> void sqrtmItem(CpuState<Ti, Ts>& st, std::size_t b, Ts* a, Ts* s) {
+  const int n = st.dims.C;
+  const std::size_t m = st.m();
+  const SqrtmOptions& o = st.options;
+  if (!allFinite(a, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
+  const Ts tau = normalizer(a, n, o.normalization);
+  if (!(tau > 0) || !std::isfinite(tau))
+    fail(sampleMsg(b, std::string("cannot normalize by the ") + normalizationName(o.normalization) +
+                          " (it is " + std::to_string(static_cast<double>(tau)) +
+                          "): the matrix is zero or not positive semi-definite"));
+  st.tau[b] = tau;
+  if (o.method == Method::SVD_NEWTON) std::copy(a, a + m, st.ahat.data() + b * m);
+  if (tau != Ts(1)) for (std::size_t i = 0; i < m; ++i) a[i] /= tau;
+  if (st.keepsNormalized()) std::copy(a, a + m, st.ahat.data() + b * m);
+
+  if (o.method == Method::NS) {
+    nsForward(a, s, st.nsTape(b));
+  } else if (o.method == Method::MPA_LYA) {
+    Ts* work = scratch<Ts, 1>(mpaForwardWorkMatrices * m);
+    Vec<lapack_int> ipiv(n);
+    mpaForward(a, s, n, st.pade, work, ipiv.data());
+  } else {
+    const int topN = o.method == Method::SVD_TOPN ? o.topN : 0;
+    eigenSqrtForward(a, s, st.w.data() + b * m, st.lam.data() + b * n, n, static_cast<Ts>(o.eps), topN, scratch<Ts, 1>(m));
+  }
+  if (!allFinite(s, m)) fail(sampleMsg(b, std::string(methodName(o.method)) + " produced a non-finite square root"));
+  if (st.keepsNormalized()) std::copy(s, s + m, st.shat.data() + b * m);
+  if (tau != Ts(1)) {
+    const Ts r = std::sqrt(tau);
+    for (std::size_t i = 0; i < m; ++i) s[i] *= r;
+  }
+}
+
+// Backward of the normalization S = sqrt(tau) f(A / tau) around a core backward dA_hat:
+//   dA = dA_hat / tau + (<dS, S_hat> / (2 sqrt tau) - <dA_hat, A_hat> / tau) * dtau/dA,
+//   dtau/dA = I (trace) or A_hat (Frobenius).
+template <class T> void normalizationBackward(Normalization nm, T tau, const T* dS, const T* sHat, const T* aHat,
+                                              T* dA /* in: dA_hat, out: dA */, int n) {
+  const std::size_t m = static_cast<std::size_t>(n) * n;
+  if (nm == Normalization::None) return;
+  const T c = dot(dS, sHat, m) / (T(2) * std::sqrt(tau)) - dot(dA, aHat, m) / tau;
+  for (std::size_t i = 0; i < m; ++i) dA[i] /= tau;
+  if (nm == Normalization::Trace) for (int i = 0; i < n; ++i) dA[i * n + i] += c;
+  else for (std::size_t i = 0; i < m; ++i) dA[i] += c * aHat[i];
+}
+
+// svd-newton's backward: the derivative of T Newton-Schulz iterations (trace normalization) at A.
+template <class T> void newtonSchulzGradientAt(const T* a, const T* dS, T* dA, int n, int iters) {
+  const std::size_t m = static_cast<std::size_t>(n) * n;
+  Vec<T> tapeStore(NsTape<T>::matricesNeeded(iters) * m), aHat(m), sHat(m);
+  NsTape<T> tape;
+  tape.bind(tapeStore.data(), n, iters);
+  const T tau = trace(a, n);
+  if (!(tau > 0)) fail("svd-newton: the trace of the matrix is not positive, Newton-Schulz cannot be normalized");
+  for (std::size_t i = 0; i < m; ++i) aHat[i] = a[i] / tau;
+  nsForward(aHat.data(), sHat.data(), tape);
+  Vec<T> dsHat(m);
+  for (std::size_t i = 0; i < m; ++i) dsHat[i] = dS[i] * std::sqrt(tau);
+  nsBackward(dsHat.data(), dA, tape, scratch<T, 1>(nsWorkMatrices * m));
+  normalizationBackward(Normalization::Trace, tau, dS, sHat.data(), aHat.data(), dA, n);
+}
+
+// Backward of one item: dS (n x n, Ts, raw) -> dA (n x n, Ts, symmetric).
+template <class Ti, class Ts> void sqrtmItemBackward(CpuState<Ti, Ts>& st, std::size_t b, const Ts* dS, Ts* dA) {
+  const int n = st.dims.C;
+  const std::size_t m = st.m();
+  const SqrtmOptions& o = st.options;
+  const Ts tau = st.tau[b];
+  if (o.method == Method::SVD_NEWTON) {
+    newtonSchulzGradientAt(st.ahat.data() + b * m, dS, dA, n, o.iterations);
+  } else if (o.method == Method::MPA_LYA) {
+    // The Lyapunov solution is the derivative of the true square root as a whole, normalization
+    // included, so no normalization backward follows. Scaled so the iteration sees spectrum <= 1.
+    Ts* g = scratch<Ts, 1>((lyapunovWorkMatrices + 1) * m);
+    const Ts r = std::sqrt(tau);
+    for (std::size_t i = 0; i < m; ++i) g[i] = dS[i] / r;
+    lyapunovSignIteration(st.shat.data() + b * m, g, dA, n, o.iterations, g + m);
+  } else {
+    Ts* dsHat = scratch<Ts, 1>((nsWorkMatrices + 1) * m);
+    Ts* work = dsHat + m;
+    const Ts r = std::sqrt(tau);
+    for (std::size_t i = 0; i < m; ++i) dsHat[i] = dS[i] * r;
+    if (o.method == Method::NS) nsBackward(dsHat, dA, st.nsTape(b), work);
+    else eigenSqrtBackward(o, dsHat, dA, st.w.data() + b * m, st.lam.data() + b * n, n, &st.pade, work);
+    if (o.normalization != Normalization::None)
+      normalizationBackward(o.normalization, tau, dS, st.shat.data() + b * m, st.ahat.data() + b * m, dA, n);
+  }
+  symmetrize(dA, dA, n);
+  if (!allFinite(dA, m)) fail(sampleMsg(b, std::string(methodName(o.method)) + " produced a non-finite gradient"));
+}
+
+template <class Ti> void checkSymmetric(const Ti* a, int n, std::size_t b) {
+  Ti scale = 0;
+  for (int i = 0; i < n * n; ++i) scale = std::max(scale, std::fabs(a[i]));
+  const Ti tol = Ti(100) * std::numeric_limits<Ti>::epsilon() * scale;
+  for (int i = 0; i < n; ++i)
+    for (int j = i + 1; j < n; ++j)
+      if (std::fabs(a[i * n + j] - a[j * n + i]) > tol) {
+        std::ostringstream os;
+        os << "the matrix is not symmetric: A[" << i << "][" << j << "] = " << a[i * n + j] << " but A[" << j << "][" << i
+           << "] = " << a[j * n + i];
+        fail(sampleMsg(b, os.str()));
+      }
+}
+
+template <class Ti, class Ts>
+std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions& o, bool fromFeatures, bool vectorize, Buffer& out) {
+  auto st = std::make_shared<CpuState<Ti, Ts>>();
+  st->kind = fromFeatures ? StateKind::Layer : StateKind::Sqrtm;
+  st->dims = d;
+  st->dtype = DTypeOf<Ti>::value;
+  st->options = o;
+  st->vectorize = fromFeatures && vectorize;
+  st->allocate();
+  const int C = d.C, N = d.N;
+  const std::size_t m = st->m(), tri = static_cast<std::size_t>(C) * (C + 1) / 2;
+  const std::size_t outPer = st->vectorize ? tri : m;
+  out = Buffer(DTypeOf<Ti>::value, d.B * outPer);
+  if (fromFeatures) st->xc.resize(static_cast<std::size_t>(d.B) * C * N);
+  const Ti* x = in.as<Ti>();
+  Ti* y = out.as<Ti>();
+  parallelFor(d.B, [&](std::size_t b) {
+    Ts* a = scratch<Ts>(2 * m);
+    Ts* s = a + m;
+    Ti* ai = reinterpret_cast<Ti*>(scratch<char>(2 * m * sizeof(Ti)));
+    Ti* si = ai + m;
+    if (fromFeatures) {
+      const Ti* xb = x + b * C * N;
+      if (!allFinite(xb, static_cast<std::size_t>(C) * N)) fail(sampleMsg(b, "the features contain NaN or Infinity"));
+      Ti* xc = st->xc.data() + b * C * N;
+      centerRows(xb, xc, C, N);
+      covarianceForward(xc, ai, C, N);
+      convert(ai, a, m);
+    } else {
+      const Ti* ab = x + b * m;
+      if (!allFinite(ab, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
+      checkSymmetric(ab, C, b);
+      convert(ab, a, m);
+    }
+    sqrtmItem(*st, b, a, s);
+    if (st->vectorize) {
+      convert(s, si, m);
+      packUpper(si, y + b * outPer, C);
+    } else {
+      convert(s, y + b * outPer, m);
+    }
+  });
+  return st;
+}
+
+template <class Ti, class Ts> Buffer backwardImpl(const State& base, const Buffer& dOut) {
+  auto& st = const_cast<CpuState<Ti, Ts>&>(static_cast<const CpuState<Ti, Ts>&>(base));  // read-only use below
+  const Dims d = st.dims;
+  const int C = d.C, N = d.N;
+  const bool layer = st.kind == StateKind::Layer;
+  const std::size_t m = st.m(), tri = static_cast<std::size_t>(C) * (C + 1) / 2;
+  const std::size_t inPer = st.vectorize ? tri : m;
+  Buffer grad(DTypeOf<Ti>::value, layer ? static_cast<std::size_t>(d.B) * C * N : d.B * m);
+  const Ti* dy = dOut.as<Ti>();
+  Ti* g = grad.as<Ti>();
+  parallelFor(d.B, [&](std::size_t b) {
+    if (!allFinite(dy + b * inPer, inPer)) fail(sampleMsg(b, "the output gradient contains NaN or Infinity"));
+    Ts* dS = scratch<Ts>(2 * m);
+    Ts* dA = dS + m;
+    Ti* ti = reinterpret_cast<Ti*>(scratch<char>(m * sizeof(Ti)));
+    if (st.vectorize) {
+      unpackUpper(dy + b * inPer, ti, C);
+      convert(ti, dS, m);
+    } else {
+      convert(dy + b * inPer, dS, m);
+    }
+    sqrtmItemBackward(st, b, dS, dA);
+    if (layer) {
+      convert(dA, ti, m);
+      covarianceBackward(st.xc.data() + b * C * N, ti, g + b * C * N, C, N);
+    } else {
+      convert(dA, g + b * m, m);
+    }
+  });
+  return grad;
+}
+
+template <class F> auto dispatch2(DType ti, DType ts, F&& f) {
+  return dispatchDType(ti, [&](auto i) {
+    return dispatchDType(ts, [&](auto s) { return f(i, s); });
+  });
+}
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+
+  Buffer covpool(const Buffer& x, Dims d) override {
+    return dispatchDType(x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const int C = d.C, N = d.N;
+      const std::size_t m = static_cast<std::size_t>(C) * C;
+      Buffer out(x.dtype(), d.B * m);
+      parallelFor(d.B, [&](std::size_t b) {
+        const T* xb = x.as<T>() + b * C * N;
+        if (!allFinite(xb, static_cast<std::size_t>(C) * N)) fail(sampleMsg(b, "the features contain NaN or Infinity"));
+        T* xc = scratch<T>(static_cast<std::size_t>(C) * N);
+        centerRows(xb, xc, C, N);
+        covarianceForward(xc, out.as<T>() + b * m, C, N);
+      });
+      return out;
+    });
+  }
+
+  Buffer covpoolBackward(const Buffer& x, const Buffer& dA, Dims d) override {
+    return dispatchDType(x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const int C = d.C, N = d.N;
+      const std::size_t m = static_cast<std::size_t>(C) * C;
+      Buffer out(x.dtype(), static_cast<std::size_t>(d.B) * C * N);
+      parallelFor(d.B, [&](std::size_t b) {
+        const T* ga = dA.as<T>() + b * m;
+        if (!allFinite(ga, m)) fail(sampleMsg(b, "the covariance gradient contains NaN or Infinity"));
+        T* xc = scratch<T>(static_cast<std::size_t>(C) * N + m);
+        T* g = xc + static_cast<std::size_t>(C) * N;
+        centerRows(x.as<T>() + b * C * N, xc, C, N);
+        std::copy(ga, ga + m, g);
+        covarianceBackward(xc, g, out.as<T>() + b * C * N, C, N);
+      });
+      return out;
+    });
+  }
+
+  Buffer triuvec(const Buffer& s, int B, int C) override {
+    return dispatchDType(s.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const std::size_t m = static_cast<std::size_t>(C) * C, tri = static_cast<std::size_t>(C) * (C + 1) / 2;
+      Buffer out(s.dtype(), B * tri);
+      for (int b = 0; b < B; ++b) packUpper(s.as<T>() + b * m, out.as<T>() + b * tri, C);
+      return out;
+    });
+  }
+
+  Buffer triuvecBackward(const Buffer& dy, int B, int C) override {
+    return dispatchDType(dy.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const std::size_t m = static_cast<std::size_t>(C) * C, tri = static_cast<std::size_t>(C) * (C + 1) / 2;
+      Buffer out(dy.dtype(), B * m);
+      for (int b = 0; b < B; ++b) unpackUpper(dy.as<T>() + b * tri, out.as<T>() + b * m, C);
+      return out;
+    });
+  }
+
+  void eigh(const Buffer& a, int B, int C, Buffer& values, Buffer& vectors) override {
+    dispatchDType(a.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const std::size_t m = static_cast<std::size_t>(C) * C;
+      values = Buffer(a.dtype(), static_cast<std::size_t>(B) * C);
+      vectors = Buffer(a.dtype(), B * m);
+      parallelFor(B, [&](std::size_t b) {
+        const T* ab = a.as<T>() + b * m;
+        if (!allFinite(ab, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
+        checkSymmetric(ab, C, b);
+        T* w = scratch<T>(m);
+        std::copy(ab, ab + m, w);
+        const int info = syevd(C, w, values.as<T>() + b * C);
+        if (info != 0) fail(sampleMsg(b, "eigendecomposition did not converge (LAPACK syevd info=" + std::to_string(info) + ")"));
+        T* v = vectors.as<T>() + b * m;  // columns = eigenvectors (U), i.e. the transpose of W
+        for (int i = 0; i < C; ++i)
+          for (int j = 0; j < C; ++j) v[i * C + j] = w[j * C + i];
+      });
+      return 0;
+    });
+  }
+
+  std::shared_ptr<State> sqrtm(const Buffer& a, int B, int C, const SqrtmOptions& o, Buffer& s) override {
+    return dispatch2(a.dtype(), o.precision, [&](auto i, auto p) {
+      return forwardImpl<decltype(i), decltype(p)>(a, Dims{B, C, 0}, o, false, false, s);
+    });
+  }
+
+  std::shared_ptr<State> layer(const Buffer& x, Dims d, const SqrtmOptions& o, bool vectorize, Buffer& y) override {
+    return dispatch2(x.dtype(), o.precision, [&](auto i, auto p) {
+      return forwardImpl<decltype(i), decltype(p)>(x, d, o, true, vectorize, y);
+    });
+  }
+
+  Buffer backward(const State& st, const Buffer& dOut) override {
+    return dispatch2(st.dtype, st.options.precision, [&](auto i, auto p) {
+      return backwardImpl<decltype(i), decltype(p)>(st, dOut);
+    });
+  }
+};
+
+}  // namespace
+}  // namespace covpool::cpu
+
+namespace covpool {
+Backend& cpuBackend() {
+  static cpu::CpuBackend backend;
+  return backend;
+}
+}  // namespace covpool

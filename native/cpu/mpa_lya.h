@@ -1,0 +1,68 @@
+// MPA-Lya (Song et al., ICLR 2022). Forward: for a normalized A (norm <= 1), Z = I - A and
+// S = Q_m(Z)^{-1} P_m(Z) with P_m/Q_m the [m/m] Pade approximant of sqrt(1 - z).
+// Backward: the Lyapunov equation S X + X S = G solved by the coupled Newton-Schulz sign
+// iteration on [[S, G], [0, -S]]:  B <- B (3I - B^2)/2,  C <- (C (3I - B^2) - B^2 C + B C B)/2,
+// which drives B to I and C to 2X.
+#pragma once
+#include "../core/pade.h"
+#include "blas.h"
+#include "matrix.h"
+
+namespace covpool::cpu {
+
+constexpr int mpaForwardWorkMatrices = 4;
+template <class T> void mpaForward(const T* a, T* s, int n, const PadeCoefficients& c, T* work, lapack_int* ipiv) {
+  const std::size_t m = static_cast<std::size_t>(n) * n;
+  T* z = work;
+  T* zk = work + m;
+  T* q = work + 2 * m;
+  T* tmp = work + 3 * m;
+  const int deg = static_cast<int>(c.p.size()) - 1;
+  for (std::size_t i = 0; i < m; ++i) z[i] = -a[i];
+  for (int i = 0; i < n; ++i) z[i * n + i] += T(1);
+  setIdentity(s, n, static_cast<T>(c.p[0]));  // s accumulates P, q accumulates Q
+  setIdentity(q, n, static_cast<T>(c.q[0]));
+  std::copy(z, z + m, zk);
+  for (int k = 1; k <= deg; ++k) {
+    const T pk = static_cast<T>(c.p[k]), qk = static_cast<T>(c.q[k]);
+    for (std::size_t i = 0; i < m; ++i) { s[i] += pk * zk[i]; q[i] += qk * zk[i]; }
+    if (k < deg) {
+      gemm(false, false, n, T(1), zk, z, T(0), tmp);
+      std::swap(zk, tmp);
+    }
+  }
+  const int info = gesv(n, q, s, ipiv);  // s <- Q^{-1} P
+  if (info != 0) fail("MPA-Lya: the Pade denominator Q(Z) is singular (LAPACK gesv info=" + std::to_string(info) + ")");
+  symmetrize(s, s, n);  // Q and P commute: the exact result is symmetric
+}
+
+constexpr int lyapunovWorkMatrices = 6;
+// Solves S X + X S = G (sNorm = S / sqrt(tau) with spectrum in (0, 1], g = G / sqrt(tau)) for X.
+template <class T> void lyapunovSignIteration(const T* sNorm, const T* g, T* out, int n, int iters, T* work) {
+  const std::size_t m = static_cast<std::size_t>(n) * n;
+  T* b = work;
+  T* c = work + m;
+  T* b2 = work + 2 * m;
+  T* t1 = work + 3 * m;
+  T* t2 = work + 4 * m;
+  T* x = work + 5 * m;  // scratch that rotates with b and c
+  std::copy(sNorm, sNorm + m, b);
+  symmetrize(g, c, n);
+  for (int it = 0; it < iters; ++it) {
+    gemm(false, false, n, T(1), b, b, T(0), b2);
+    // t2 = 3I - B^2
+    for (std::size_t i = 0; i < m; ++i) t2[i] = -b2[i];
+    for (int i = 0; i < n; ++i) t2[i * n + i] += T(3);
+    gemm(false, false, n, T(1), c, b, T(0), t1);           // C B
+    gemm(false, false, n, T(0.5), b, t1, T(0), x);         // x = B C B / 2
+    gemm(false, false, n, T(0.5), c, t2, T(1), x);         // + C (3I - B^2) / 2
+    gemm(false, false, n, T(-0.5), b2, c, T(1), x);        // - B^2 C / 2
+    std::swap(c, x);
+    gemm(false, false, n, T(0.5), b, t2, T(0), x);         // B (3I - B^2) / 2
+    std::swap(b, x);
+  }
+  for (std::size_t i = 0; i < m; ++i) out[i] = T(0.5) * c[i];
+  symmetrize(out, out, n);
+}
+
+}  // namespace covpool::cpu
