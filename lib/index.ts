@@ -1,0 +1,43 @@
+// covpool: differentiable global covariance pooling (GCP) meta-layers for Node.js.
+export { Tensor, TensorLike, TensorInput, DType, FloatArray } from './tensor';
+export {
+  METHODS,
+  Method,
+  MethodOptions,
+  MethodSpec,
+  Normalization,
+  NsOptions,
+  SvdOptions,
+  SvdTruncOptions,
+  SvdTopNOptions,
+  SvdTaylorOptions,
+  SvdPadeOptions,
+  SvdPiOptions,
+  SvdNewtonOptions,
+  MpaLyaOptions,
+} from './methods';
+export {
+  BackwardState,
+  ForwardResult,
+  ResolvedOptions,
+  Eigh,
+  covpool,
+  covpoolSync,
+  covpoolBackward,
+  covpoolBackwardSync,
+  triuvec,
+  triuvecSync,
+  triuvecBackward,
+  triuvecBackwardSync,
+  eigh,
+  eighSync,
+  sqrtm,
+  sqrtmSync,
+  sqrtmBackward,
+  sqrtmBackwardSync,
+  resolveOptions,
+  padeCoefficients,
+  backendInfo,
+  triangleSize,
+} from './ops';
+export { CovPoolLayer, LayerConfig, MethodSchedule, SchedulePhase } from './layer';

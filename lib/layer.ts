@@ -1,0 +1,145 @@
+// The GCP meta-layer: features -> covariance -> matrix square root -> upper-triangle vector,
+// with a backward pass, a method that may change between steps, and the hybrid-schedule helper.
+import { MethodSpec, MethodOptions, toMethodOptions } from './methods';
+import { native } from './native';
+import { BackwardState, ForwardResult, backwardImpl, featureDims, promised, triangleSize } from './ops';
+import { Tensor, TensorInput, isDetached } from './tensor';
+
+export type LayerConfig = MethodSpec & {
+  /** Return the C(C+1)/2 upper triangle (default) instead of the full C x C matrix. */
+  vectorize?: boolean;
+};
+
+export class CovPoolLayer {
+  private opts: MethodOptions;
+  readonly vectorize: boolean;
+  // States made by this layer: backward refuses states of other layers or other ops.
+  private readonly own = new WeakSet<BackwardState>();
+
+  constructor(config: LayerConfig | MethodSpec = 'ns') {
+    const obj = (typeof config === 'string' ? { method: config } : config) as Record<string, unknown>;
+    if (obj === null || typeof obj !== 'object') throw new TypeError('covpool: layer config must be a method name or an options object');
+    const { vectorize, ...spec } = obj;
+    if (vectorize !== undefined && typeof vectorize !== 'boolean') throw new TypeError('covpool: vectorize must be a boolean');
+    this.vectorize = vectorize ?? true;
+    this.opts = CovPoolLayer.checked(spec as unknown as MethodSpec);
+  }
+
+  /** The current method's options (as given; see `resolvedOptions` for the defaults filled in). */
+  get options(): MethodOptions {
+    return { ...this.opts };
+  }
+  get method(): string {
+    return this.opts.method;
+  }
+
+  /** Switches the method (and its options) for the following steps; states already made keep theirs. */
+  setMethod(spec: MethodSpec): this {
+    this.opts = CovPoolLayer.checked(spec);
+    return this;
+  }
+
+  /** Options with defaults filled in for inputs of this dtype and C. */
+  resolvedOptions(dtype: 'float32' | 'float64', C: number): Record<string, unknown> {
+    return native().resolveOptions(this.opts, dtype, C);
+  }
+
+  /** Output shape for an input shape [B, C, N] or [B, C, H, W]. */
+  outputShape(inputShape: readonly number[]): number[] {
+    const { B, C } = featureDims(inputShape);
+    return this.vectorize ? [B, triangleSize(C)] : [B, C, C];
+  }
+
+  /** Forward on the thread pool. Resolves to the output and the state backward needs. */
+  forward(x: TensorInput): Promise<ForwardResult> {
+    return promised(() => this.forwardImpl(x, true) as Promise<ForwardResult>);
+  }
+  forwardSync(x: TensorInput): ForwardResult {
+    return this.forwardImpl(x, false) as ForwardResult;
+  }
+
+  /** Gradient w.r.t. the features, given dL/d(output). */
+  backward(state: BackwardState, dy: TensorInput): Promise<Tensor> {
+    return promised(() => {
+      this.checkOwn(state);
+      return backwardImpl(state, dy, 'layer', true) as Promise<Tensor>;
+    });
+  }
+  backwardSync(state: BackwardState, dy: TensorInput): Tensor {
+    this.checkOwn(state);
+    return backwardImpl(state, dy, 'layer', false) as Tensor;
+  }
+
+  private forwardImpl(xIn: TensorInput, async: boolean): ForwardResult | Promise<ForwardResult> {
+    const x = Tensor.from(xIn);
+    const { B, C, N } = featureDims(x.shape);
+    if (isDetached(x.data)) throw new TypeError('covpool: features: its ArrayBuffer was detached (transferred) after the tensor was made');
+    const outShape = this.vectorize ? [B, triangleSize(C)] : [B, C, C];
+    const wrap = (r: { output: Float32Array | Float64Array; state: never }): ForwardResult => {
+      const state = new BackwardState(r.state, 'layer', x.shape, outShape);
+      this.own.add(state);
+      return { output: new Tensor(r.output, outShape), state };
+    };
+    const r = native().layer(x.data, B, C, N, this.opts, this.vectorize, async);
+    return async ? (r as Promise<never>).then(wrap) : wrap(r as never);
+  }
+
+  private checkOwn(state: BackwardState): void {
+    if (state instanceof BackwardState && state.kind === 'layer' && !this.own.has(state))
+      throw new TypeError('covpool: this state was produced by another CovPoolLayer; pass it to the layer that made it');
+  }
+
+  private static checked(spec: MethodSpec): MethodOptions {
+    const o = toMethodOptions(spec);
+    native().resolveOptions(o, 'float32', 1 << 20); // range checks now, not at the first step
+    return o;
+  }
+}
+
+/** One phase of a schedule: from `from` (epoch or step, inclusive) on, use `method`. */
+export interface SchedulePhase {
+  from: number;
+  method: MethodSpec;
+}
+
+/**
+ * Which method to use at each epoch (or step). The paper's hybrid protocol, Newton-Schulz first
+ * and an SVD method later, is `MethodSchedule.hybrid(E)`; apply it with `schedule.apply(layer, epoch)`.
+ */
+export class MethodSchedule {
+  readonly phases: readonly SchedulePhase[];
+
+  constructor(phases: SchedulePhase[]) {
+    if (!Array.isArray(phases) || phases.length === 0) throw new RangeError('covpool: a schedule needs at least one phase');
+    const sorted = phases.slice().sort((a, b) => a.from - b.from);
+    if (sorted[0].from !== 0) throw new RangeError('covpool: the first phase of a schedule must start at 0');
+    for (const p of sorted) {
+      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${p.from}`);
+      toMethodOptions(p.method);
+    }
+    this.phases = Object.freeze(sorted);
+  }
+
+  /** `before` until epoch `switchAt` (exclusive), `after` from then on: the paper's hybrid training. */
+  static hybrid(switchAt: number, before: MethodSpec = 'ns', after: MethodSpec = 'svd-pade'): MethodSchedule {
+    return new MethodSchedule([
+      { from: 0, method: before },
+      { from: switchAt, method: after },
+    ]);
+  }
+
+  /** The method for an epoch. */
+  at(epoch: number): MethodOptions {
+    let cur = this.phases[0];
+    for (const p of this.phases) if (epoch >= p.from) cur = p;
+    return toMethodOptions(cur.method);
+  }
+
+  /** Sets the layer's method for this epoch; returns true when it changed. */
+  apply(layer: CovPoolLayer, epoch: number): boolean {
+    const next = this.at(epoch);
+    const changed = JSON.stringify(next) !== JSON.stringify(layer.options);
+    if (changed) layer.setMethod(next);
+    return changed;
+  }
+}

@@ -1,0 +1,209 @@
+// The batched ops, each as a promise-returning call (computed on the libuv thread pool, never on
+// the event loop) and a `...Sync` twin for scripts. Shapes are checked here so that errors name
+// the expected and the received shape; the native side re-checks everything it is given.
+import { MethodSpec, toMethodOptions } from './methods';
+import { NativeArray, NativeState, native } from './native';
+import { DType, FloatArray, Tensor, TensorInput, isDetached, shapeString } from './tensor';
+
+/** Resolved options, as the native registry filled them in (every default explicit). */
+export type ResolvedOptions = Record<string, unknown> & { method: string; precision: DType; normalization: string };
+
+/**
+ * What a backward pass needs from its forward pass. Keep it until backward; call `dispose()` to
+ * free its native memory early (otherwise the garbage collector frees it).
+ */
+export class BackwardState {
+  /** @internal */
+  readonly handle: NativeState;
+  readonly kind: 'layer' | 'sqrtm';
+  readonly dtype: DType;
+  readonly inputShape: readonly number[];
+  readonly outputShape: readonly number[];
+  readonly options: ResolvedOptions;
+
+  /** @internal */
+  constructor(handle: NativeState, kind: 'layer' | 'sqrtm', inputShape: readonly number[], outputShape: readonly number[]) {
+    this.handle = handle;
+    const info = native().stateInfo(handle);
+    this.kind = kind;
+    this.dtype = info.dtype as DType;
+    this.options = info.options as ResolvedOptions;
+    this.inputShape = Object.freeze(inputShape.slice());
+    this.outputShape = Object.freeze(outputShape.slice());
+  }
+  /** Native bytes held (0 once disposed). */
+  get bytes(): number {
+    const i = native().stateInfo(this.handle);
+    return i.disposed ? 0 : (i.bytes as number);
+  }
+  get disposed(): boolean {
+    return native().stateInfo(this.handle).disposed;
+  }
+  dispose(): void {
+    native().disposeState(this.handle);
+  }
+}
+
+export interface ForwardResult {
+  output: Tensor;
+  state: BackwardState;
+}
+
+// ---- shape helpers --------------------------------------------------------------------------
+
+function live(t: Tensor, what: string): FloatArray {
+  if (isDetached(t.data)) throw new TypeError(`covpool: ${what}: its ArrayBuffer was detached (transferred) after the tensor was made`);
+  return t.data;
+}
+
+/** Features [B, C, N] or [B, C, H, W] -> dims with N = H W. */
+export function featureDims(shape: readonly number[], what = 'features'): { B: number; C: number; N: number } {
+  if (shape.length === 3) return { B: shape[0], C: shape[1], N: shape[2] };
+  if (shape.length === 4) return { B: shape[0], C: shape[1], N: shape[2] * shape[3] };
+  throw new RangeError(`covpool: ${what} must have shape [B, C, N] or [B, C, H, W], got ${shapeString(shape)} (rank ${shape.length})`);
+}
+
+function matrixDims(a: Tensor, what: string): { B: number; C: number } {
+  if (a.rank !== 3 || a.shape[1] !== a.shape[2])
+    throw new RangeError(`covpool: ${what} must have shape [B, C, C] (a batch of square matrices), got ${shapeString(a.shape)}`);
+  return { B: a.shape[0], C: a.shape[1] };
+}
+
+function expectShape(t: Tensor, shape: readonly number[], what: string): void {
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+    throw new RangeError(`covpool: ${what} must have shape ${shapeString(shape)}, got ${shapeString(t.shape)}`);
+}
+
+function expectDType(t: Tensor, dtype: DType, what: string): void {
+  if (t.dtype !== dtype) throw new TypeError(`covpool: ${what} must be ${dtype} (the dtype of the forward input), got ${t.dtype}`);
+}
+
+export function triangleSize(C: number): number {
+  return (C * (C + 1)) / 2;
+}
+
+/** Runs an async op so that argument errors reject the promise instead of throwing. */
+export function promised<T>(f: () => T | Promise<T>): Promise<T> {
+  try {
+    return Promise.resolve(f());
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+function then<A, B>(v: A | Promise<A>, async: boolean, f: (a: A) => B): B | Promise<B> {
+  return async ? (v as Promise<A>).then(f) : f(v as A);
+}
+
+// ---- covariance pooling ---------------------------------------------------------------------
+
+function covpoolImpl(xIn: TensorInput, async: boolean) {
+  const x = Tensor.from(xIn);
+  const { B, C, N } = featureDims(x.shape);
+  return then(native().covpool(live(x, 'features'), B, C, N, async), async, (a) => new Tensor(a, [B, C, C]));
+}
+/** Covariance pooling: features [B, C, N] or [B, C, H, W] -> A = Xc Xc^T / N, [B, C, C]. */
+export const covpool = (x: TensorInput): Promise<Tensor> => promised(() => covpoolImpl(x, true) as Promise<Tensor>);
+export const covpoolSync = (x: TensorInput): Tensor => covpoolImpl(x, false) as Tensor;
+
+function covpoolBackwardImpl(xIn: TensorInput, dAIn: TensorInput, async: boolean) {
+  const x = Tensor.from(xIn);
+  const dA = Tensor.from(dAIn);
+  const { B, C, N } = featureDims(x.shape);
+  expectShape(dA, [B, C, C], 'covariance gradient');
+  expectDType(dA, x.dtype, 'covariance gradient');
+  return then(native().covpoolBackward(live(x, 'features'), live(dA, 'covariance gradient'), B, C, N, async), async, (g) => new Tensor(g, x.shape));
+}
+/** Gradient of covpool w.r.t. the features, given dL/dA. */
+export const covpoolBackward = (x: TensorInput, dA: TensorInput): Promise<Tensor> => promised(() => covpoolBackwardImpl(x, dA, true) as Promise<Tensor>);
+export const covpoolBackwardSync = (x: TensorInput, dA: TensorInput): Tensor => covpoolBackwardImpl(x, dA, false) as Tensor;
+
+// ---- triangular vectorization ---------------------------------------------------------------
+
+function triuvecImpl(sIn: TensorInput, async: boolean) {
+  const s = Tensor.from(sIn);
+  const { B, C } = matrixDims(s, 'matrices');
+  return then(native().triuvec(live(s, 'matrices'), B, C, async), async, (y) => new Tensor(y, [B, triangleSize(C)]));
+}
+/** Upper triangle, row by row, diagonal included: [B, C, C] -> [B, C(C+1)/2]. */
+export const triuvec = (s: TensorInput): Promise<Tensor> => promised(() => triuvecImpl(s, true) as Promise<Tensor>);
+export const triuvecSync = (s: TensorInput): Tensor => triuvecImpl(s, false) as Tensor;
+
+function triuvecBackwardImpl(dyIn: TensorInput, C: number, async: boolean) {
+  const dy = Tensor.from(dyIn);
+  if (!Number.isInteger(C) || C < 1) throw new RangeError(`covpool: C must be a positive integer, got ${C}`);
+  if (dy.rank !== 2 || dy.shape[1] !== triangleSize(C))
+    throw new RangeError(`covpool: gradient must have shape [B, ${triangleSize(C)}] for C = ${C}, got ${shapeString(dy.shape)}`);
+  const B = dy.shape[0];
+  return then(native().triuvecBackward(live(dy, 'gradient'), B, C, async), async, (g) => new Tensor(g, [B, C, C]));
+}
+/** Gradient of triuvec: [B, C(C+1)/2] -> [B, C, C] (upper triangle, zeros below). */
+export const triuvecBackward = (dy: TensorInput, C: number): Promise<Tensor> => promised(() => triuvecBackwardImpl(dy, C, true) as Promise<Tensor>);
+export const triuvecBackwardSync = (dy: TensorInput, C: number): Tensor => triuvecBackwardImpl(dy, C, false) as Tensor;
+
+// ---- eigendecomposition ---------------------------------------------------------------------
+
+export interface Eigh {
+  /** Eigenvalues, ascending, [B, C]. */
+  values: Tensor;
+  /** Eigenvectors as columns, [B, C, C]: A = V diag(values) V^T. */
+  vectors: Tensor;
+}
+function eighImpl(aIn: TensorInput, async: boolean) {
+  const a = Tensor.from(aIn);
+  const { B, C } = matrixDims(a, 'matrices');
+  return then(native().eigh(live(a, 'matrices'), B, C, async), async, (r) => ({
+    values: new Tensor(r.values, [B, C]),
+    vectors: new Tensor(r.vectors, [B, C, C]),
+  }));
+}
+/** Batched symmetric eigendecomposition (LAPACK syevd), in the input dtype. */
+export const eigh = (a: TensorInput): Promise<Eigh> => promised(() => eighImpl(a, true) as Promise<Eigh>);
+export const eighSync = (a: TensorInput): Eigh => eighImpl(a, false) as Eigh;
+
+// ---- matrix square root ---------------------------------------------------------------------
+
+function sqrtmImpl(aIn: TensorInput, spec: MethodSpec, async: boolean) {
+  const a = Tensor.from(aIn);
+  const { B, C } = matrixDims(a, 'matrices');
+  const opts = toMethodOptions(spec);
+  return then(native().sqrtm(live(a, 'matrices'), B, C, opts, async), async, (r) => ({
+    output: new Tensor(r.output, [B, C, C]),
+    state: new BackwardState(r.state, 'sqrtm', [B, C, C], [B, C, C]),
+  }));
+}
+/** Matrix square root of symmetric PSD matrices [B, C, C] by the given method. */
+export const sqrtm = (a: TensorInput, method: MethodSpec): Promise<ForwardResult> => promised(() => sqrtmImpl(a, method, true) as Promise<ForwardResult>);
+export const sqrtmSync = (a: TensorInput, method: MethodSpec): ForwardResult => sqrtmImpl(a, method, false) as ForwardResult;
+
+/** @internal Shared by sqrtmBackward and the layer: checks state and gradient, then runs backward. */
+export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'layer' | 'sqrtm', async: boolean) {
+  if (!(state instanceof BackwardState))
+    throw new TypeError('covpool: state must be the `state` returned by the matching forward call');
+  if (state.kind !== kind)
+    throw new TypeError(`covpool: this state comes from a ${state.kind === 'layer' ? 'layer forward' : 'sqrtm'} call, not from ${kind === 'layer' ? 'a layer forward' : 'sqrtm'}`);
+  if (state.disposed) throw new Error('covpool: the state was disposed; run the forward pass again');
+  const dy = Tensor.from(dyIn);
+  expectShape(dy, state.outputShape, 'output gradient');
+  expectDType(dy, state.dtype, 'output gradient');
+  const shape = state.inputShape;
+  return then(native().backward(state.handle, live(dy, 'output gradient'), async), async, (g: NativeArray) => new Tensor(g, shape));
+}
+/** Gradient w.r.t. the input matrices (symmetric representative), given dL/dS. */
+export const sqrtmBackward = (state: BackwardState, dS: TensorInput): Promise<Tensor> => promised(() => backwardImpl(state, dS, 'sqrtm', true) as Promise<Tensor>);
+export const sqrtmBackwardSync = (state: BackwardState, dS: TensorInput): Tensor => backwardImpl(state, dS, 'sqrtm', false) as Tensor;
+
+/** The options a method runs with, defaults filled in, for inputs of the given dtype and size C. */
+export function resolveOptions(spec: MethodSpec, dtype: DType = 'float32', C = 256): ResolvedOptions {
+  return native().resolveOptions(toMethodOptions(spec), dtype, C) as ResolvedOptions;
+}
+
+/** The Pade coefficients the library derives: 'geometric' ([L/L] of 1/(1-r), svd-pade) or 'sqrt' ([m/m] of sqrt(1-z), mpa-lya). */
+export function padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { p: number[]; q: number[] } {
+  return native().padeCoefficients(kind, degree);
+}
+
+/** Backend name, worker threads and the method list. */
+export function backendInfo(): { backend: string; threads: number; methods: string[] } {
+  return native().info();
+}

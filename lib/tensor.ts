@@ -1,0 +1,129 @@
+// Typed tensors: a float32/float64 TypedArray plus a shape. A Tensor wraps the caller's array
+// without copying; conversions accept the plain {data, shape} objects that TensorFlow.js
+// (`dataSync()` + `.shape`) and onnxruntime-node tensors provide.
+
+export type DType = 'float32' | 'float64';
+export type FloatArray = Float32Array | Float64Array;
+
+/** Anything with data and a shape: a Tensor, a tfjs/onnxruntime-style object, or a literal. */
+export interface TensorLike {
+  data: FloatArray | ArrayLike<number>;
+  shape: readonly number[];
+  dtype?: DType | string;
+  /** onnxruntime-node tensors call the shape `dims`. */
+  dims?: readonly number[];
+}
+
+export type TensorInput = Tensor | TensorLike;
+
+export function shapeString(shape: readonly number[]): string {
+  return '[' + shape.join(', ') + ']';
+}
+
+function dtypeOfArray(a: unknown): DType | undefined {
+  if (a instanceof Float32Array) return 'float32';
+  if (a instanceof Float64Array) return 'float64';
+  return undefined;
+}
+
+/** A view of a detached (transferred) ArrayBuffer reports length 0 and byteLength 0. */
+export function isDetached(a: FloatArray): boolean {
+  return a.length === 0 && a.buffer.byteLength === 0;
+}
+
+export class Tensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly data: FloatArray;
+
+  /**
+   * Wraps `data` (no copy for Float32Array/Float64Array). Plain number arrays are copied into
+   * the requested dtype (float32 by default). Other element types are rejected.
+   */
+  constructor(data: FloatArray | ArrayLike<number>, shape: readonly number[], dtype?: DType) {
+    const shp = Tensor.checkShape(shape);
+    const own = dtypeOfArray(data);
+    if (own) {
+      if (dtype && dtype !== own) throw new TypeError(`covpool: data is a ${own} array but dtype '${dtype}' was requested`);
+      this.data = data as FloatArray;
+      this.dtype = own;
+    } else if (ArrayBuffer.isView(data)) {
+      throw new TypeError(
+        `covpool: unsupported element type ${Object.prototype.toString.call(data).slice(8, -1)}; ` +
+          'expected Float32Array or Float64Array (convert with Float32Array.from(data))',
+      );
+    } else if (Array.isArray(data) || (data && typeof (data as ArrayLike<number>).length === 'number')) {
+      const d = dtype ?? 'float32';
+      if (d !== 'float32' && d !== 'float64') throw new TypeError(`covpool: dtype must be 'float32' or 'float64', got '${String(d)}'`);
+      this.data = d === 'float32' ? Float32Array.from(data as ArrayLike<number>) : Float64Array.from(data as ArrayLike<number>);
+      this.dtype = d;
+    } else {
+      throw new TypeError('covpool: tensor data must be a Float32Array, a Float64Array or an array of numbers');
+    }
+    if (isDetached(this.data) && shp.reduce((a, b) => a * b, 1) > 0)
+      throw new TypeError('covpool: the tensor data is a view of a detached ArrayBuffer (it was transferred); pass a live array');
+    const size = shp.reduce((a, b) => a * b, 1);
+    if (size !== this.data.length)
+      throw new RangeError(
+        `covpool: shape ${shapeString(shp)} needs ${size} elements but the data holds ${this.data.length}`,
+      );
+    this.shape = Object.freeze(shp.slice());
+  }
+
+  /** A Tensor from a Tensor (returned as is) or a {data, shape} / {data, dims} object. */
+  static from(x: TensorInput, dtype?: DType): Tensor {
+    if (x instanceof Tensor) {
+      if (dtype && dtype !== x.dtype) throw new TypeError(`covpool: expected a ${dtype} tensor, got ${x.dtype}`);
+      return x;
+    }
+    if (x === null || typeof x !== 'object' || !('data' in x))
+      throw new TypeError('covpool: expected a Tensor or an object with `data` and `shape`');
+    const shape = x.shape ?? x.dims;
+    if (!shape) throw new TypeError('covpool: the object has `data` but no `shape` (or `dims`)');
+    const declared = x.dtype;
+    if (declared !== undefined && declared !== 'float32' && declared !== 'float64')
+      throw new TypeError(`covpool: dtype '${declared}' is not supported; expected 'float32' or 'float64'`);
+    return new Tensor(x.data, shape, dtype ?? (declared as DType | undefined));
+  }
+
+  static zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
+    const size = Tensor.checkShape(shape).reduce((a, b) => a * b, 1);
+    return new Tensor(dtype === 'float32' ? new Float32Array(size) : new Float64Array(size), shape);
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+  get size(): number {
+    return this.data.length;
+  }
+
+  /** Same data, another shape (no copy). */
+  reshape(shape: readonly number[]): Tensor {
+    return new Tensor(this.data, shape);
+  }
+
+  /** A plain object in the {data, shape, dtype} form other stacks consume. */
+  toObject(): { data: FloatArray; shape: number[]; dtype: DType } {
+    return { data: this.data, shape: this.shape.slice(), dtype: this.dtype };
+  }
+
+  /** Element at a multi-index (for inspection and tests, not for hot loops). */
+  get(...index: number[]): number {
+    if (index.length !== this.shape.length) throw new RangeError(`covpool: index needs ${this.shape.length} coordinates`);
+    let off = 0;
+    for (let i = 0; i < index.length; i++) {
+      if (!(index[i] >= 0 && index[i] < this.shape[i])) throw new RangeError(`covpool: index ${index[i]} out of range for axis ${i}`);
+      off = off * this.shape[i] + index[i];
+    }
+    return this.data[off];
+  }
+
+  private static checkShape(shape: readonly number[]): number[] {
+    if (!Array.isArray(shape)) throw new TypeError('covpool: shape must be an array of positive integers');
+    for (const d of shape)
+      if (!Number.isInteger(d) || d < 1)
+        throw new RangeError(`covpool: shape ${shapeString(shape)} must hold positive integers`);
+    return shape.slice();
+  }
+}
