@@ -64,6 +64,21 @@ template <class T> inline T polyval(const double* c, int deg, T r) {
   return acc;
 }
 
+// P(r)/Q(r) for svd-pade. Near r = 1 the computed Q(r) is pure rounding noise (its exact value
+// tends to 0: the approximant has the pole of 1/(1-r)); when |Q(r)| is below the Horner error
+// bound 2 (L+1) u sum |q_k| r^k we return the pole itself (+-inf), so that ties get the `svd`
+// replacement rule instead of a noise value like 1e17 whose size depends on rounding.
+template <class T> inline T padeRatio(const PadeCoefficients& c, T r) {
+  const int L = static_cast<int>(c.q.size()) - 1;
+  const T num = polyval<T>(c.p.data(), L, r);
+  const T den = polyval<T>(c.q.data(), L, r);
+  T absDen = std::fabs(static_cast<T>(c.q[L]));
+  for (int k = L - 1; k >= 0; --k) absDen = absDen * r + std::fabs(static_cast<T>(c.q[k]));
+  const T bound = T(2) * (L + 1) * std::numeric_limits<T>::epsilon() * absDen;
+  if (std::fabs(den) <= bound) return num >= 0 ? std::numeric_limits<T>::infinity() : -std::numeric_limits<T>::infinity();
+  return num / den;
+}
+
 // Fills F (n x n), F_ij = coefficient of u_i in the derivative of u_j, i != j; F_ii = 0.
 template <class T> void fillF(const SqrtmOptions& o, const T* l, T* F, int n, const PadeCoefficients* pade) {
   const int D = o.degree, T_ = o.iterations;
@@ -86,9 +101,7 @@ template <class T> void fillF(const SqrtmOptions& o, const T* l, T* F, int n, co
             // K_ji = 1/(l_j - l_i) = s / big * 1/(1 - r),  r = small/big in [0, 1]
             const T big = std::max(li, lj), r = std::min(li, lj) / big;
             const T sgn = lj >= li ? T(1) : T(-1);
-            const T series = o.method == Method::SVD_TAYLOR
-                                 ? polyval<T>(nullptr, D, r)
-                                 : polyval<T>(pade->p.data(), D, r) / polyval<T>(pade->q.data(), D, r);
+            const T series = o.method == Method::SVD_TAYLOR ? polyval<T>(nullptr, D, r) : padeRatio(*pade, r);
             v = sgn / big * series;
             break;
           }
