@@ -6,6 +6,7 @@
         "native/core/methods.cpp",
         "native/core/pade.cpp",
         "native/core/threadpool.cpp",
+        "native/core/host_cache.cpp",
         "native/cpu/blas.cpp",
         "native/cpu/cpu_backend.cpp",
         "native/addon/marshal.cpp",

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dtype.h"
+#include "host_cache.h"
 #include "errors.h"
 
 namespace covpool {
@@ -14,7 +15,7 @@ namespace covpool {
 class Buffer {
  public:
   Buffer() = default;
-  Buffer(DType dtype, std::size_t count) : dtype_(dtype), count_(count), bytes_(count * dtypeSize(dtype)) {}
+  Buffer(DType dtype, std::size_t count) : dtype_(dtype), count_(count), bytes_(count * dtypeSize(dtype)) {}  // not zeroed
   static Buffer copyOf(DType dtype, const void* src, std::size_t count) {
     Buffer b(dtype, count);
     if (count) std::memcpy(b.raw(), src, count * dtypeSize(dtype));
@@ -39,8 +40,7 @@ class Buffer {
  private:
   DType dtype_ = DType::F32;
   std::size_t count_ = 0;
-  // unsigned char storage is suitably aligned for float/double through operator new.
-  std::vector<unsigned char> bytes_;
+  CachedArray<unsigned char> bytes_;  // 64-byte aligned, recycled across calls
 };
 
 }  // namespace covpool

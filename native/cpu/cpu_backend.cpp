@@ -33,12 +33,13 @@ template <class T, int Slot = 0> T* scratch(std::size_t count) {
 template <class Ti, class Ts> class CpuState : public State {
  public:
   // Layer input (centered features) or nothing for sqrtm states.
-  Vec<Ti> xc;
-  Vec<Ts> tau;    // per item normalization factor (1 for 'none')
-  Vec<Ts> ahat;   // A / tau: normalization backward, and svd-newton's raw A (tau = 1 there)
-  Vec<Ts> shat;   // S / sqrt(tau): normalization backward and mpa-lya
-  Vec<Ts> w, lam; // eigen methods: W = U^T and the (floored) eigenvalues
-  Vec<Ts> tape;   // ns: the Newton-Schulz tape
+  // Cached (recycled) memory: a training loop gets the previous step's pages back.
+  CachedArray<Ti> xc;
+  CachedArray<Ts> tau;    // per item normalization factor (1 for 'none')
+  CachedArray<Ts> ahat;   // A / tau: normalization backward, and svd-newton's raw A (tau = 1 there)
+  CachedArray<Ts> shat;   // S / sqrt(tau): normalization backward and mpa-lya
+  CachedArray<Ts> w, lam; // eigen methods: W = U^T and the (floored) eigenvalues
+  CachedArray<Ts> tape;   // ns: the Newton-Schulz tape
   PadeCoefficients pade;
 
   std::size_t m() const { return static_cast<std::size_t>(dims.C) * dims.C; }
@@ -50,7 +51,8 @@ template <class Ti, class Ts> class CpuState : public State {
 
   void allocate() {
     const std::size_t B = dims.B, mm = m();
-    tau.assign(B, Ts(1));
+    tau.resize(B);
+    for (std::size_t b = 0; b < B; ++b) tau[b] = Ts(1);
     if (keepsNormalized() || options.method == Method::SVD_NEWTON) ahat.resize(B * mm);
     if (keepsNormalized()) shat.resize(B * mm);
     if (usesEigenForward(options.method)) { w.resize(B * mm); lam.resize(B * dims.C); }
@@ -125,14 +127,13 @@ template <class T> void normalizationBackward(Normalization nm, T tau, const T* 
 // svd-newton's backward: the derivative of T Newton-Schulz iterations (trace normalization) at A.
 template <class T> void newtonSchulzGradientAt(const T* a, const T* dS, T* dA, int n, int iters) {
   const std::size_t m = static_cast<std::size_t>(n) * n;
-  Vec<T> tapeStore(NsTape<T>::matricesNeeded(iters) * m), aHat(m), sHat(m);
+  CachedArray<T> tapeStore(NsTape<T>::matricesNeeded(iters) * m), aHat(m), sHat(m), dsHat(m);
   NsTape<T> tape;
   tape.bind(tapeStore.data(), n, iters);
   const T tau = trace(a, n);
   if (!(tau > 0)) fail("svd-newton: the trace of the matrix is not positive, Newton-Schulz cannot be normalized");
   for (std::size_t i = 0; i < m; ++i) aHat[i] = a[i] / tau;
   nsForward(aHat.data(), sHat.data(), tape);
-  Vec<T> dsHat(m);
   for (std::size_t i = 0; i < m; ++i) dsHat[i] = dS[i] * std::sqrt(tau);
   nsBackward(dsHat.data(), dA, tape, scratch<T, 1>(nsWorkMatrices * m));
   normalizationBackward(Normalization::Trace, tau, dS, sHat.data(), aHat.data(), dA, n);
