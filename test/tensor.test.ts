@@ -37,6 +37,25 @@ describe('wrapping typed arrays', () => {
     expect(sameBits(fromView.data, fromCopy.data)).toBe(true);
   });
 
+  // LIBRARY BUG: Tensor accepts a Float32Array/Float64Array on a SharedArrayBuffer (it is a
+  // Float32Array), but the addon reads every input through the ArrayBuffer API, which N-API refuses
+  // for shared buffers, so every op throws the bare N-API message "Invalid argument".
+  // Expected: the op works (it copies its inputs anyway), or a message naming SharedArrayBuffer.
+  test.failing('a Float64Array on a SharedArrayBuffer works with the ops or is rejected naming SharedArrayBuffer', () => {
+    const shared = new Float64Array(new SharedArrayBuffer(6 * 8));
+    shared.set([1, 0, 2, 1, 3, 4]);
+    const t = new Tensor(shared, [1, 2, 3]);
+    let result: Tensor | undefined;
+    try {
+      result = covpoolSync(t);
+    } catch (e) {
+      expect((e as Error).message).toMatch(/SharedArrayBuffer/);
+      return;
+    }
+    const ref = covpoolSync(new Tensor(Float64Array.from(shared), [1, 2, 3]));
+    expect(sameBits(result.data, ref.data)).toBe(true);
+  });
+
   test('the shape array is copied and frozen: later edits of the caller array do not reshape the tensor', () => {
     const shape = [2, 3];
     const t = new Tensor(new Float32Array(6), shape);
