@@ -36,6 +36,7 @@ export {
   sqrtmBackward,
   sqrtmBackwardSync,
   resolveOptions,
+  backwardCoefficientsSync,
   padeCoefficients,
   backendInfo,
   triangleSize,

@@ -37,6 +37,7 @@ export interface NativeAddon {
     | NativeForwardResult
     | Promise<NativeForwardResult>;
   backward(state: NativeState, dOut: NativeArray, async: boolean): NativeArray | Promise<NativeArray>;
+  coefficients(values: Float64Array, B: number, C: number, options: object, replace: boolean, async: boolean): NativeArray | Promise<NativeArray>;
   stateInfo(state: NativeState): NativeStateInfo;
   disposeState(state: NativeState): void;
   resolveOptions(options: object, dtype: string, C: number): Record<string, unknown>;

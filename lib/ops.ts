@@ -193,6 +193,20 @@ export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'lay
 export const sqrtmBackward = (state: BackwardState, dS: TensorInput): Promise<Tensor> => promised(() => backwardImpl(state, dS, 'sqrtm', true) as Promise<Tensor>);
 export const sqrtmBackwardSync = (state: BackwardState, dS: TensorInput): Tensor => backwardImpl(state, dS, 'sqrtm', false) as Tensor;
 
+/**
+ * Analysis helper: the backward coefficient matrix an eigen-based method builds from ascending
+ * eigenvalues [B, C] (float64): F_ij = coefficient of u_i in du_j (1/(l_j - l_i) exactly), or
+ * C_ij = 1/(sqrt l_i + sqrt l_j) for svd-lyap. `replace: false` shows it before the per-matrix
+ * replacement of non-finite entries (svd, svd-topn, svd-pade). Sync: small matrices only.
+ */
+export function backwardCoefficientsSync(values: TensorInput, method: MethodSpec, replace = true): Tensor {
+  const l = Tensor.from(values, 'float64');
+  if (l.rank !== 2) throw new RangeError(`covpool: eigenvalues must have shape [B, C], got ${shapeString(l.shape)}`);
+  const [B, C] = l.shape;
+  const f = native().coefficients(live(l, 'eigenvalues') as Float64Array, B, C, toMethodOptions(method), replace, false) as NativeArray;
+  return new Tensor(f, [B, C, C]);
+}
+
 /** The options a method runs with, defaults filled in, for inputs of the given dtype and size C. */
 export function resolveOptions(spec: MethodSpec, dtype: DType = 'float32', C = 256): ResolvedOptions {
   return native().resolveOptions(toMethodOptions(spec), dtype, C) as ResolvedOptions;

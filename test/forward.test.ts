@@ -316,7 +316,11 @@ describe('float32 inputs', () => {
     expect(r32.state.options.precision).toBe(precision);
     const r64 = sqrtmSync(new Tensor(A64, [1, C, C]), method);
     expect(r64.output.dtype).toBe('float64');
-    const tol = precision === 'float64' ? 1e-7 : 2e-6;
+    // Eigen methods: only the float32 rounding of the output remains. ns: float32 GEMMs over 5
+    // iterations. mpa-lya: P(Z) and Q(Z) have mixed-sign coefficients and nearly cancel at the
+    // smallest eigenvalue (z = 0.97: sum |p_k| z^k / |P(z)| is ~2.5e3), so float32 loses ~3 more
+    // digits there; weighted by that eigenvalue's share of S this is < 3e-5 (measured 4.5e-6).
+    const tol = precision === 'float64' ? 1e-7 : method === 'mpa-lya' ? 3e-5 : 2e-6;
     expect(relErr(r32.output.data, r64.output.data)).toBeLessThan(tol);
   });
 
@@ -339,10 +343,12 @@ describe('float32 inputs', () => {
   });
 });
 
-describe('random orthogonal bases (sanity of the test fixtures)', () => {
-  test('withSpectrum gives a matrix with the requested eigenvalues', () => {
+describe('test fixtures', () => {
+  test('withSpectrum gives a symmetric matrix with exactly the requested eigenvalues', () => {
     const q = randomOrthogonal(C, 3);
-    expect(relErr(matmul(transpose(q, C), q, C), reconstructFromEigen(q, new Array(C).fill(1), C))).toBeLessThan(1e-14);
+    const qtq = matmul(transpose(q, C), q, C);
+    for (let i = 0; i < C; i++) for (let j = 0; j < C; j++) expect(Math.abs(qtq[i * C + j] - (i === j ? 1 : 0))).toBeLessThan(1e-14);
+    expect(maxAsymmetry(A, C)).toBe(0);
     const vals = eighOne(A, C).values;
     for (let i = 0; i < C; i++) expect(vals[i]).toBeCloseTo(SPECTRUM[i], 13);
   });

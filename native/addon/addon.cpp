@@ -237,6 +237,18 @@ Napi::Value Backward(const Napi::CallbackInfo& info) {
   });
 }
 
+// coefficients(values [B, C] float64, B, C, options, replace, async) -> F [B, C, C] float64
+Napi::Value Coefficients(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
+    auto l = std::make_shared<Buffer>(bufferArg(info, 0, "eigenvalues", prod({(size_t)B, (size_t)C}), DType::F64));
+    const SqrtmOptions o = resolveOptions(optionsArg(info, 3), DType::F64, C);
+    const bool replace = boolArg(info, 4, "replace");
+    auto out = std::make_shared<Buffer>();
+    return Task{[=] { *out = backend().coefficients(*l, B, C, o, replace); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+  });
+}
+
 // stateInfo(state) -> {kind, id, B, C, N, dtype, vectorize, options, disposed}
 Napi::Value StateInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -343,6 +355,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sqrtm", Napi::Function::New(env, Sqrtm));
   exports.Set("layer", Napi::Function::New(env, Layer));
   exports.Set("backward", Napi::Function::New(env, Backward));
+  exports.Set("coefficients", Napi::Function::New(env, Coefficients));
   exports.Set("stateInfo", Napi::Function::New(env, StateInfo));
   exports.Set("disposeState", Napi::Function::New(env, DisposeState));
   exports.Set("resolveOptions", Napi::Function::New(env, ResolveOptions));

@@ -60,6 +60,11 @@ class Backend {
   virtual std::shared_ptr<State> layer(const Buffer& x, Dims d, const SqrtmOptions& o, bool vectorize, Buffer& y) = 0;
   // Backward of either: returns dA for sqrtm states, dX for layer states.
   virtual Buffer backward(const State& st, const Buffer& dOut) = 0;
+
+  // Analysis: the backward coefficient matrix F [B, C, C] (F_ij = coefficient of u_i in du_j, or
+  // C_ij = 1/(sqrt l_i + sqrt l_j) for svd-lyap) that an eigen-based method builds from the given
+  // ascending eigenvalues [B, C] (float64), before or after the non-finite replacement.
+  virtual Buffer coefficients(const Buffer& values, int B, int C, const SqrtmOptions& o, bool replace) = 0;
 };
 
 Backend& cpuBackend();

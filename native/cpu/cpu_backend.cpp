@@ -359,6 +359,27 @@ class CpuBackend final : public Backend {
     });
   }
 
+  Buffer coefficients(const Buffer& values, int B, int C, const SqrtmOptions& o, bool replace) override {
+    if (!usesEigenForward(o.method) || o.method == Method::SVD_NEWTON)
+      fail(std::string(methodName(o.method)) + " has no eigenbasis coefficient matrix (its backward is an iteration)");
+    PadeCoefficients pade;
+    if (o.method == Method::SVD_PADE) pade = o.padeP.empty() ? geometricSeriesPade(o.degree) : PadeCoefficients{o.padeP, o.padeQ};
+    const std::size_t m = static_cast<std::size_t>(C) * C;
+    Buffer out(DType::F64, B * m);
+    parallelFor(B, [&](std::size_t b) {
+      const double* l = values.as<double>() + b * C;
+      if (!allFinite(l, C)) fail(sampleMsg(b, "the eigenvalues contain NaN or Infinity"));
+      double* f = out.as<double>() + b * m;
+      if (o.method == Method::SVD_LYAP) {
+        for (int i = 0; i < C; ++i)
+          for (int j = 0; j < C; ++j) f[i * C + j] = 1.0 / (std::sqrt(l[i]) + std::sqrt(l[j]));
+      } else {
+        fillF(o, l, f, C, &pade, replace);
+      }
+    });
+    return out;
+  }
+
   Buffer backward(const State& st, const Buffer& dOut) override {
     return dispatch2(st.dtype, st.options.precision, [&](auto i, auto p) {
       return backwardImpl<decltype(i), decltype(p)>(st, dOut);

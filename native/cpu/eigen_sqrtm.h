@@ -80,7 +80,8 @@ template <class T> inline T padeRatio(const PadeCoefficients& c, T r) {
 }
 
 // Fills F (n x n), F_ij = coefficient of u_i in the derivative of u_j, i != j; F_ii = 0.
-template <class T> void fillF(const SqrtmOptions& o, const T* l, T* F, int n, const PadeCoefficients* pade) {
+// `replace` = false skips the non-finite replacement (for analysis of the raw coefficients).
+template <class T> void fillF(const SqrtmOptions& o, const T* l, T* F, int n, const PadeCoefficients* pade, bool replace = true) {
   const int D = o.degree, T_ = o.iterations;
   for (int i = 0; i < n; ++i) {
     for (int j = 0; j < n; ++j) {
@@ -121,7 +122,7 @@ template <class T> void fillF(const SqrtmOptions& o, const T* l, T* F, int n, co
       F[i * n + j] = v;
     }
   }
-  if (o.method == Method::SVD || o.method == Method::SVD_TOPN || o.method == Method::SVD_PADE)
+  if (replace && (o.method == Method::SVD || o.method == Method::SVD_TOPN || o.method == Method::SVD_PADE))
     replaceNonFinite(F, n);
 }
 
