@@ -1,7 +1,8 @@
 // covpool: differentiable global covariance pooling (GCP) meta-layers for Node.js.
-export { Tensor, TensorLike, TensorInput, DType, FloatArray } from './tensor';
-export {
-  METHODS,
+export { Tensor } from './tensor';
+export type { TensorLike, TensorInput, DType, FloatArray } from './tensor';
+export { METHODS } from './methods';
+export type {
   Method,
   MethodOptions,
   MethodSpec,
@@ -16,11 +17,9 @@ export {
   SvdNewtonOptions,
   MpaLyaOptions,
 } from './methods';
+export type { ForwardResult, ResolvedOptions, Eigh } from './ops';
 export {
   BackwardState,
-  ForwardResult,
-  ResolvedOptions,
-  Eigh,
   covpool,
   covpoolSync,
   covpoolBackward,
@@ -41,4 +40,5 @@ export {
   backendInfo,
   triangleSize,
 } from './ops';
-export { CovPoolLayer, LayerConfig, MethodSchedule, SchedulePhase } from './layer';
+export { CovPoolLayer, MethodSchedule } from './layer';
+export type { LayerConfig, SchedulePhase } from './layer';

@@ -47,16 +47,45 @@ export interface NativeAddon {
 
 let cached: NativeAddon | undefined;
 
+/** The package root: the nearest folder above this file whose package.json is covpool's. */
+function packageRoot(): string {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const path = require('path') as typeof import('path');
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const fs = require('fs') as typeof import('fs');
+  let dir = __dirname;
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg)) {
+      try {
+        if (JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'covpool') return dir;
+      } catch {
+        /* not ours: keep walking */
+      }
+    }
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('covpool: cannot find the package root above ' + __dirname);
+    dir = up;
+  }
+}
+
+/**
+ * Loads the addon: COVPOOL_ADDON (an explicit path) if set, else what node-gyp-build finds — a
+ * local build (build/Release) first, then the prebuilt binary shipped in prebuilds/<platform>-<arch>.
+ */
 export function native(): NativeAddon {
   if (cached) return cached;
   try {
+    const explicit = process.env.COVPOOL_ADDON;
     // eslint-disable-next-line @typescript-eslint/no-var-requires
-    cached = require('bindings')('covpool') as NativeAddon;
+    cached = (explicit ? require(explicit) : require('node-gyp-build')(packageRoot())) as NativeAddon;
   } catch (err) {
     const e = new Error(
-      'covpool: the native addon could not be loaded. Build it with `npm run build:native` ' +
-        '(needs a C++ toolchain and the OpenBLAS/LAPACKE development files, on Debian/Ubuntu: ' +
-        '`apt-get install libopenblas-dev liblapacke-dev`). Cause: ' + (err as Error).message,
+      `covpool: the native addon could not be loaded (${process.platform}-${process.arch}, Node ${process.version}). ` +
+        'No prebuilt binary matches this platform and no local build was found. Build it from source with ' +
+        '`npm run build:native` in the covpool package folder; that needs a C++ toolchain (g++, make, python3) and ' +
+        'the OpenBLAS/LAPACKE development files (Debian/Ubuntu: `apt-get install build-essential libopenblas-dev liblapacke-dev`). ' +
+        'Cause: ' + (err as Error).message,
     );
     (e as Error & { cause?: unknown }).cause = err;
     throw e;
