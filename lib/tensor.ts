@@ -20,9 +20,12 @@ export function shapeString(shape: readonly number[]): string {
   return '[' + shape.join(', ') + ']';
 }
 
+// By tag rather than instanceof: arrays made in another realm (a vm context, jest's sandbox, a
+// worker's transferred view) are still Float32Arrays.
 function dtypeOfArray(a: unknown): DType | undefined {
-  if (a instanceof Float32Array) return 'float32';
-  if (a instanceof Float64Array) return 'float64';
+  const tag = Object.prototype.toString.call(a);
+  if (tag === '[object Float32Array]') return 'float32';
+  if (tag === '[object Float64Array]') return 'float64';
   return undefined;
 }
 

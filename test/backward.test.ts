@@ -12,6 +12,7 @@ import {
   Tensor,
   covpoolBackwardSync,
   covpoolSync,
+  padeCoefficients,
   sqrtmBackwardSync,
   sqrtmSync,
   triuvecBackwardSync,
@@ -35,7 +36,6 @@ import {
   transpose,
   withSpectrum,
 } from './helpers';
-import { padeCoefficients } from '../lib';
 
 type Spec = Parameters<typeof sqrtmSync>[1];
 

@@ -49,8 +49,8 @@ function newtonSchulzReference(a: Float64Array, n: number, iters: number, norm: 
     for (let i = 0; i < n; i++) p[i * n + i] += 1.5;
     return p;
   };
-  let y = a.map((v) => v / tau);
-  let z = new Float64Array(n * n);
+  let y: Float64Array = a.map((v) => v / tau);
+  let z: Float64Array = new Float64Array(n * n);
   for (let i = 0; i < n; i++) z[i * n + i] = 1;
   for (let k = 1; k < iters; k++) {
     const p = threeMinus(matmul(z, y, n));
@@ -122,7 +122,8 @@ describe('matrix square root forward, float64, well-conditioned input', () => {
       const sc = Array.from(e.values, (l) => Math.sqrt(tau) * (hornerEval(p, 1 - l / tau) / hornerEval(q, 1 - l / tau)));
       const ref = reconstructFromEigen(e.vectors, sc, C);
       const s = sqrtmOne(A, C, degree === 5 ? 'mpa-lya' : { method: 'mpa-lya', degree });
-      expect(relErr(s, ref)).toBeLessThan(1e-12);
+      // Rounding only: the matrix polynomials sum terms with coefficients up to ~10 in magnitude.
+      expect(relErr(s, ref)).toBeLessThan(5e-12);
 
       // S·S = A only up to the approximant's error. Its exact size in the Frobenius norm is
       // ||diag(s_i^2 - l_i)|| / ||diag(l_i)||; we allow that plus rounding. For [5/5] on this
@@ -185,7 +186,7 @@ describe('svd-topn', () => {
     const a = withSpectrum(spec16, 12);
     const r = sqrtmSync(new Tensor(Float64Array.from(a), [1, C16, C16]), 'svd-topn');
     const drop = Math.round((50 * C16) / 256); // 3
-    expect(r.state.options.n ?? r.state.options.topN).toBe(C16 - drop);
+    expect(r.state.options.n).toBe(C16 - drop);
     const e = eighOne(a, C16);
     const roots = Array.from(e.values, (l, i) => (i >= drop ? Math.sqrt(l) : Math.sqrt(EPS64)));
     expect(relErr(r.output.data, reconstructFromEigen(e.vectors, roots, C16))).toBeLessThan(1e-12);

@@ -20,9 +20,12 @@ struct PadeCoefficients {
 // only by a common polynomial factor, i.e. only in rounding behaviour near r = 1.
 PadeCoefficients geometricSeriesPade(int L);
 
-// [m/m] Pade approximant of sqrt(1 - z), used by MPA-Lya: the Pade linear system built from the
-// Taylor coefficients c_k = binom(1/2, k) (-1)^k, solved in long double (well conditioned for the
-// small m this method uses).
+// [m/m] Pade approximant of sqrt(1 - z), used by MPA-Lya, in closed form. With s = sqrt(1 - z) and
+// n = 2m + 1, a = (1+s)^n + (1-s)^n and b = ((1+s)^n - (1-s)^n) / s are polynomials of degree m in
+// z with integer coefficients, and a/b = s (1 + q)/(1 - q), q = ((1-s)/(1+s))^n = O(z^n): a/b agrees
+// with sqrt(1 - z) to order z^(2m), so by uniqueness it is the [m/m] Pade approximant. The integer
+// coefficients are exact in 64-bit arithmetic (m <= 12); only the final scaling to q_0 = 1 rounds,
+// whereas solving the Pade linear system loses digits fast as m grows (it is ill-conditioned).
 PadeCoefficients sqrtPade(int m);
 
 }  // namespace covpool

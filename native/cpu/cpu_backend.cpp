@@ -36,7 +36,8 @@ template <class Ti, class Ts> class CpuState : public State {
   // Cached (recycled) memory: a training loop gets the previous step's pages back.
   CachedArray<Ti> xc;
   CachedArray<Ts> tau;    // per item normalization factor (1 for 'none')
-  CachedArray<Ts> ahat;   // A / tau: normalization backward, and svd-newton's raw A (tau = 1 there)
+  CachedArray<Ts> ahat;   // A / tau: normalization backward
+  CachedArray<Ts> araw;   // svd-newton: the un-normalized A its Newton-Schulz backward runs at
   CachedArray<Ts> shat;   // S / sqrt(tau): normalization backward and mpa-lya
   CachedArray<Ts> w, lam; // eigen methods: W = U^T and the (floored) eigenvalues
   CachedArray<Ts> tape;   // ns: the Newton-Schulz tape
@@ -45,7 +46,7 @@ template <class Ti, class Ts> class CpuState : public State {
   std::size_t m() const { return static_cast<std::size_t>(dims.C) * dims.C; }
   std::size_t bytes() const override {
     return xc.size() * sizeof(Ti) +
-           (tau.size() + ahat.size() + shat.size() + w.size() + lam.size() + tape.size()) * sizeof(Ts);
+           (tau.size() + ahat.size() + araw.size() + shat.size() + w.size() + lam.size() + tape.size()) * sizeof(Ts);
   }
   bool keepsNormalized() const { return options.normalization != Normalization::None || options.method == Method::MPA_LYA; }
 
@@ -53,7 +54,8 @@ template <class Ti, class Ts> class CpuState : public State {
     const std::size_t B = dims.B, mm = m();
     tau.resize(B);
     for (std::size_t b = 0; b < B; ++b) tau[b] = Ts(1);
-    if (keepsNormalized() || options.method == Method::SVD_NEWTON) ahat.resize(B * mm);
+    if (keepsNormalized()) ahat.resize(B * mm);
+    if (options.method == Method::SVD_NEWTON) araw.resize(B * mm);
     if (keepsNormalized()) shat.resize(B * mm);
     if (usesEigenForward(options.method)) { w.resize(B * mm); lam.resize(B * dims.C); }
     if (options.method == Method::NS) tape.resize(B * mm * NsTape<Ts>::matricesNeeded(options.iterations));
@@ -89,7 +91,7 @@ template <class Ti, class Ts> void sqrtmItem(CpuState<Ti, Ts>& st, std::size_t b
                           " (it is " + std::to_string(static_cast<double>(tau)) +
                           "): the matrix is zero or not positive semi-definite"));
   st.tau[b] = tau;
-  if (o.method == Method::SVD_NEWTON) std::copy(a, a + m, st.ahat.data() + b * m);
+  if (o.method == Method::SVD_NEWTON) std::copy(a, a + m, st.araw.data() + b * m);
   if (tau != Ts(1)) for (std::size_t i = 0; i < m; ++i) a[i] /= tau;
   if (st.keepsNormalized()) std::copy(a, a + m, st.ahat.data() + b * m);
 
@@ -146,7 +148,7 @@ template <class Ti, class Ts> void sqrtmItemBackward(CpuState<Ti, Ts>& st, std::
   const SqrtmOptions& o = st.options;
   const Ts tau = st.tau[b];
   if (o.method == Method::SVD_NEWTON) {
-    newtonSchulzGradientAt(st.ahat.data() + b * m, dS, dA, n, o.iterations);
+    newtonSchulzGradientAt(st.araw.data() + b * m, dS, dA, n, o.iterations);
   } else if (o.method == Method::MPA_LYA) {
     // The Lyapunov solution is the derivative of the true square root as a whole, normalization
     // included, so no normalization backward follows. Scaled so the iteration sees spectrum <= 1.
