@@ -90,10 +90,21 @@ export class CovPoolLayer {
   }
 
   private static checked(spec: MethodSpec): MethodOptions {
-    const o = toMethodOptions(spec);
-    native().resolveOptions(o, 'float32', 1 << 20); // range checks now, not at the first step
-    return o;
+    return checkedMethodOptions(spec);
   }
+}
+
+/** Names and ranges checked now (natively, as at run time), not at the first step that uses them. */
+function checkedMethodOptions(spec: MethodSpec): MethodOptions {
+  const o = toMethodOptions(spec);
+  native().resolveOptions(o, 'float32', 1 << 20); // C only bounds svd-topn's n: any n passes here
+  return o;
+}
+
+/** A canonical string of options, independent of key order. */
+function canonical(o: MethodOptions): string {
+  const rec = o as unknown as Record<string, unknown>;
+  return JSON.stringify(Object.keys(rec).sort().map((k) => [k, rec[k]]));
 }
 
 /** One phase of a schedule: from `from` (epoch or step, inclusive) on, use `method`. */
@@ -113,10 +124,11 @@ export class MethodSchedule {
     if (!Array.isArray(phases) || phases.length === 0) throw new RangeError('covpool: a schedule needs at least one phase');
     const sorted = phases.slice().sort((a, b) => a.from - b.from);
     if (sorted[0].from !== 0) throw new RangeError('covpool: the first phase of a schedule must start at 0');
-    for (const p of sorted) {
+    sorted.forEach((p, i) => {
       if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${p.from}`);
-      toMethodOptions(p.method);
-    }
+      if (i > 0 && p.from === sorted[i - 1].from) throw new RangeError(`covpool: two schedule phases start at ${p.from}`);
+      checkedMethodOptions(p.method);
+    });
     this.phases = Object.freeze(sorted);
   }
 
@@ -138,7 +150,7 @@ export class MethodSchedule {
   /** Sets the layer's method for this epoch; returns true when it changed. */
   apply(layer: CovPoolLayer, epoch: number): boolean {
     const next = this.at(epoch);
-    const changed = JSON.stringify(next) !== JSON.stringify(layer.options);
+    const changed = canonical(next) !== canonical(layer.options);
     if (changed) layer.setMethod(next);
     return changed;
   }

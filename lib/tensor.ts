@@ -55,7 +55,7 @@ export class Tensor {
         `covpool: unsupported element type ${Object.prototype.toString.call(data).slice(8, -1)}; ` +
           'expected Float32Array or Float64Array (convert with Float32Array.from(data))',
       );
-    } else if (Array.isArray(data) || (data && typeof (data as ArrayLike<number>).length === 'number')) {
+    } else if (Array.isArray(data) || (data && typeof data === 'object' && typeof (data as ArrayLike<number>).length === 'number')) {
       const d = dtype ?? 'float32';
       if (d !== 'float32' && d !== 'float64') throw new TypeError(`covpool: dtype must be 'float32' or 'float64', got '${String(d)}'`);
       this.data = d === 'float32' ? Float32Array.from(data as ArrayLike<number>) : Float64Array.from(data as ArrayLike<number>);

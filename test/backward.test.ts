@@ -1,6 +1,3 @@
-/**
- * @jest-environment ./test/native-realm-environment.js
- */
 // Backward passes against central finite differences of the methods' own forward passes.
 // Loss L = <W, S(A)> with a random, non-symmetric W. The argument A is symmetric, so gradients
 // are compared on symmetric perturbations A + h E (E = sym(E)): <dA, E> must equal

@@ -1,6 +1,3 @@
-/**
- * @jest-environment ./test/native-realm-environment.js
- */
 // Forward passes: every square-root method against S·S = A and against independent float64
 // references computed here in plain JS (eigen reconstruction, the Newton-Schulz recurrence, the
 // scalar Pade approximant of mpa-lya), plus covariance pooling, triangular vectorization, the

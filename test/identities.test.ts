@@ -1,6 +1,3 @@
-/**
- * @jest-environment ./test/native-realm-environment.js
- */
 // Relations between the backward methods on well-separated spectra, where the exact square-root
 // derivative is unambiguous: the K-matrix gradients that are exact (svd, svd-pade, svd-lyap)
 // coincide, the truncated ones (svd-taylor, ns, svd-pi) converge to it with their truncation

@@ -1,6 +1,3 @@
-/**
- * @jest-environment ./test/native-realm-environment.js
- */
 // Realistic GCP inputs are singular: covariances of ReLU features with fewer positions than
 // channels (N < C) have at most N - 1 non-zero eigenvalues, and after flooring at eps the rest are
 // exactly tied. Every method promises finite outputs and gradients there (svd and svd-topn through

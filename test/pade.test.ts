@@ -1,6 +1,3 @@
-/**
- * @jest-environment ./test/native-realm-environment.js
- */
 // The Pade coefficients the library derives and how svd-pade / mpa-lya use them.
 //  - 'geometric' (svd-pade): the [L/L] approximant of sum r^k = 1/(1-r). The Pade table of
 //    1/(1-r) is degenerate: P/Q equals 1/(1-r) exactly, so the pole at r = 1 (eigenvalue ties) is

@@ -37,11 +37,11 @@ describe('wrapping typed arrays', () => {
     expect(sameBits(fromView.data, fromCopy.data)).toBe(true);
   });
 
-  // LIBRARY BUG: Tensor accepts a Float32Array/Float64Array on a SharedArrayBuffer (it is a
+  // Regression test, fixed bug: Tensor accepts a Float32Array/Float64Array on a SharedArrayBuffer (it is a
   // Float32Array), but the addon reads every input through the ArrayBuffer API, which N-API refuses
   // for shared buffers, so every op throws the bare N-API message "Invalid argument".
   // Expected: the op works (it copies its inputs anyway), or a message naming SharedArrayBuffer.
-  test.failing('a Float64Array on a SharedArrayBuffer works with the ops or is rejected naming SharedArrayBuffer', () => {
+  test('a Float64Array on a SharedArrayBuffer works with the ops or is rejected naming SharedArrayBuffer', () => {
     const shared = new Float64Array(new SharedArrayBuffer(6 * 8));
     shared.set([1, 0, 2, 1, 3, 4]);
     const t = new Tensor(shared, [1, 2, 3]);
@@ -103,9 +103,9 @@ describe('plain number arrays', () => {
 describe('typed arrays from another realm', () => {
   // Typed arrays made by the native addon, by a vm context or by jest's sandbox are instances of
   // another realm's Float32Array/Float64Array; they are still float arrays and must be wrapped.
-  // LIBRARY BUG (lib/tensor.ts dtypeOfArray uses `instanceof`): they are rejected as
-  // "unsupported element type Float32Array; expected Float32Array or Float64Array". Under jest's
-  // default environment this makes every op that returns a tensor throw.
+  // (Regression: dtypeOfArray used `instanceof`, which rejected them as "unsupported element
+  // type Float32Array; expected Float32Array or Float64Array" and, under jest's default
+  // environment, made every op that returns a tensor throw.)
   test.each([
     ['Float32Array', 'float32'],
     ['Float64Array', 'float64'],
@@ -218,9 +218,9 @@ describe('validation', () => {
     expectThrow(() => new Tensor(null as never, [1]), 'TypeError', /Float32Array, a Float64Array or an array of numbers/);
   });
 
-  // LIBRARY BUG: a string has a numeric `length`, so the array-like branch of the constructor
+  // Regression test, fixed bug: a string has a numeric `length`, so the array-like branch of the constructor
   // accepts it and Float32Array.from('abcd') silently yields [NaN, NaN, NaN, NaN].
-  test.failing('a string is not accepted as tensor data (it would become NaNs)', () => {
+  test('a string is not accepted as tensor data (it would become NaNs)', () => {
     expectThrow(() => new Tensor('abcd' as never, [4]), 'TypeError', /Float32Array, a Float64Array or an array of numbers/);
   });
 

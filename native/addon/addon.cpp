@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <cstring>
+#include <new>
 #include <functional>
 #include <memory>
 
@@ -17,13 +18,19 @@ namespace covpool::addon {
 namespace {
 
 // Turns a native message into the right JS error class ("TypeError: ..." -> TypeError, etc.).
-Napi::Error jsError(Napi::Env env, const std::string& msg) {
-  auto strip = [&](const char* prefix) { return msg.substr(std::strlen(prefix)); };
-  Napi::Error e = msg.rfind("TypeError: ", 0) == 0    ? Napi::TypeError::New(env, strip("TypeError: "))
-                  : msg.rfind("RangeError: ", 0) == 0 ? Napi::RangeError::New(env, strip("RangeError: "))
-                                                      : Napi::Error::New(env, msg);
+Napi::Error jsError(Napi::Env env, const std::string& raw) {
+  auto has = [&](const char* prefix) { return raw.rfind(prefix, 0) == 0; };
+  const bool type = has("TypeError: "), range = has("RangeError: ");
+  const std::string msg = "covpool: " + raw.substr(type ? 11 : range ? 12 : 0);
+  Napi::Error e = type ? Napi::TypeError::New(env, msg) : range ? Napi::RangeError::New(env, msg) : Napi::Error::New(env, msg);
   e.Set("code", Napi::String::New(env, "ERR_COVPOOL"));
   return e;
+}
+
+// Message for an exception caught from native work.
+std::string describe(const std::exception& e) {
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return "out of memory: the batch needs more host memory than is available (reduce B or C)";
+  return e.what();
 }
 
 // A unit of work: `run` computes off the JS thread, `result` builds the JS value afterwards.
@@ -42,24 +49,32 @@ class TaskWorker : public Napi::AsyncWorker {
     try {
       task_.run();
     } catch (const std::exception& e) {
-      SetError(e.what());
+      SetError(describe(e));
     } catch (...) {
       SetError("unknown native error");
     }
   }
+  // Both completion callbacks may run while the environment is being torn down (a worker thread
+  // terminated mid-call); every N-API call can then throw, and nothing may escape to the runtime.
   void OnOK() override {
-    Napi::HandleScope scope(Env());
     try {
-      deferred_.Resolve(task_.result(Env()));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    } catch (const std::exception& e) {
-      deferred_.Reject(jsError(Env(), e.what()).Value());
+      Napi::HandleScope scope(Env());
+      try {
+        deferred_.Resolve(task_.result(Env()));
+      } catch (const Napi::Error& e) {
+        deferred_.Reject(e.Value());
+      } catch (const std::exception& e) {
+        deferred_.Reject(jsError(Env(), describe(e)).Value());
+      }
+    } catch (...) {
     }
   }
   void OnError(const Napi::Error& e) override {
-    Napi::HandleScope scope(Env());
-    deferred_.Reject(jsError(Env(), e.Message()).Value());
+    try {
+      Napi::HandleScope scope(Env());
+      deferred_.Reject(jsError(Env(), e.Message()).Value());
+    } catch (...) {
+    }
   }
 
  private:
@@ -84,7 +99,7 @@ Napi::Value submit(const Napi::CallbackInfo& info, bool async, const std::functi
   } catch (const Napi::Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw jsError(env, e.what());
+    throw jsError(env, describe(e));
   }
 }
 

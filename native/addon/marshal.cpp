@@ -12,20 +12,28 @@ namespace {
 
 Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* what, std::size_t count) {
   if (index >= info.Length() || !info[index].IsTypedArray()) typeError(std::string(what) + " must be a Float32Array or Float64Array");
-  Napi::TypedArray ta = info[index].As<Napi::TypedArray>();
+  // Raw N-API rather than Napi::TypedArray::ArrayBuffer(), which fails on SharedArrayBuffer views.
+  napi_env env = info.Env();
+  napi_typedarray_type type;
+  size_t length = 0, offset = 0;
+  void* data = nullptr;
+  napi_value backing;
+  if (napi_get_typedarray_info(env, info[index], &type, &length, &data, &backing, &offset) != napi_ok)
+    typeError(std::string(what) + ": cannot read the typed array");
   DType dtype;
-  if (ta.TypedArrayType() == napi_float32_array) dtype = DType::F32;
-  else if (ta.TypedArrayType() == napi_float64_array) dtype = DType::F64;
+  if (type == napi_float32_array) dtype = DType::F32;
+  else if (type == napi_float64_array) dtype = DType::F64;
   else typeError(std::string(what) + " must be a Float32Array or Float64Array (other element types are not supported)");
-  Napi::ArrayBuffer ab = ta.ArrayBuffer();
-  if (ab.IsDetached()) typeError(std::string(what) + ": its ArrayBuffer is detached (transferred or freed); pass a live array");
-  if (ta.ElementLength() != count) {
+  bool detached = false;
+  napi_is_detached_arraybuffer(env, backing, &detached);  // false for SharedArrayBuffer
+  if (detached) typeError(std::string(what) + ": its ArrayBuffer is detached (transferred or freed); pass a live array");
+  if (length != count) {
     std::ostringstream os;
-    os << what << " holds " << ta.ElementLength() << " elements but its shape needs " << count;
+    os << what << " holds " << length << " elements but its shape needs " << count;
     throw CovpoolError("RangeError: " + os.str());
   }
-  const auto* base = static_cast<const unsigned char*>(ab.Data()) + ta.ByteOffset();
-  return Buffer::copyOf(dtype, base, count);
+  // `data` already points at the view's first element.
+  return Buffer::copyOf(dtype, data, count);
 }
 
 Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* what, std::size_t count, DType dtype) {

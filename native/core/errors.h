@@ -13,5 +13,8 @@ class CovpoolError : public std::runtime_error {
 };
 
 [[noreturn]] inline void fail(const std::string& msg) { throw CovpoolError(msg); }
+// The addon maps these prefixes to JS RangeError / TypeError.
+[[noreturn]] inline void failRange(const std::string& msg) { throw CovpoolError("RangeError: " + msg); }
+[[noreturn]] inline void failType(const std::string& msg) { throw CovpoolError("TypeError: " + msg); }
 
 }  // namespace covpool

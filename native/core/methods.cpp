@@ -1,5 +1,6 @@
 #include "methods.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -29,7 +30,7 @@ Method parseMethod(const std::string& name) {
   std::ostringstream os;
   os << "unknown method '" << name << "'; expected one of:";
   for (const auto& m : methodTable()) os << ' ' << m.name;
-  fail(os.str());
+  failRange(os.str());
 }
 
 const char* methodName(Method m) {
@@ -48,7 +49,7 @@ Normalization parseNormalization(const std::string& name) {
   if (name == "none") return Normalization::None;
   if (name == "trace") return Normalization::Trace;
   if (name == "frobenius") return Normalization::Frobenius;
-  fail("unknown normalization '" + name + "'; expected 'none', 'trace' or 'frobenius'");
+  failRange("unknown normalization '" + name + "'; expected 'none', 'trace' or 'frobenius'");
 }
 
 const char* normalizationName(Normalization n) {
@@ -64,7 +65,7 @@ void checkIntRange(const char* method, const char* opt, int v, int lo, int hi) {
   if (v < lo || v > hi) {
     std::ostringstream os;
     os << method << ": option '" << opt << "' must be an integer in [" << lo << ", " << hi << "], got " << v;
-    fail(os.str());
+    failRange(os.str());
   }
 }
 }  // namespace
@@ -80,7 +81,7 @@ SqrtmOptions resolveOptions(const RawOptions& raw, DType inputDType, int C) {
   if (raw.precision.empty()) o.precision = eigen ? DType::F64 : inputDType;
   else if (raw.precision == "float32") o.precision = DType::F32;
   else if (raw.precision == "float64") o.precision = DType::F64;
-  else fail(std::string(name) + ": option 'precision' must be 'float32' or 'float64', got '" + raw.precision + "'");
+  else failRange(std::string(name) + ": option 'precision' must be 'float32' or 'float64', got '" + raw.precision + "'");
 
   if (raw.normalization.empty())
     o.normalization = o.method == Method::NS ? Normalization::Trace
@@ -88,7 +89,7 @@ SqrtmOptions resolveOptions(const RawOptions& raw, DType inputDType, int C) {
                                                     : Normalization::None;
   else o.normalization = parseNormalization(raw.normalization);
   if ((o.method == Method::NS || o.method == Method::MPA_LYA) && o.normalization == Normalization::None)
-    fail(std::string(name) + ": normalization 'none' is not allowed: the iteration only converges for inputs scaled to norm <= 1 (use 'trace' or 'frobenius')");
+    failRange(std::string(name) + ": normalization 'none' is not allowed: the iteration only converges for inputs scaled to norm <= 1 (use 'trace' or 'frobenius')");
 
   switch (o.method) {
     case Method::NS:
@@ -105,17 +106,17 @@ SqrtmOptions resolveOptions(const RawOptions& raw, DType inputDType, int C) {
   }
   if (o.method == Method::SVD_TRUNC) {
     o.kappa = raw.kappa < 0 ? 1e10 : raw.kappa;
-    if (!(o.kappa > 0) || !std::isfinite(o.kappa)) fail(std::string(name) + ": option 'kappa' must be a finite number > 0");
+    if (!(o.kappa > 0) || !std::isfinite(o.kappa)) failRange(std::string(name) + ": option 'kappa' must be a finite number > 0");
   }
   if (o.method == Method::SVD_TOPN) {
-    o.topN = raw.topN < 0 ? C - static_cast<int>(std::lround(50.0 * C / 256.0)) : raw.topN;
-    if (o.topN < 1) o.topN = 1;
+    if (raw.topN < 0) o.topN = std::max(1, C - static_cast<int>(std::lround(50.0 * C / 256.0)));  // default, >= 1 for tiny C
+    else o.topN = raw.topN;
     checkIntRange(name, "n", o.topN, 1, C);
   }
   if (raw.eps < 0) o.eps = o.precision == DType::F64 ? machineEpsilon<double>() : machineEpsilon<float>();
   else {
     o.eps = raw.eps;
-    if (!(o.eps > 0) || !std::isfinite(o.eps)) fail(std::string(name) + ": option 'eps' must be a finite number > 0");
+    if (!(o.eps > 0) || !std::isfinite(o.eps)) failRange(std::string(name) + ": option 'eps' must be a finite number > 0");
   }
   if (o.method == Method::SVD_PADE && (!raw.padeP.empty() || !raw.padeQ.empty())) {
     const std::size_t want = static_cast<std::size_t>(o.degree) + 1;
@@ -123,10 +124,10 @@ SqrtmOptions resolveOptions(const RawOptions& raw, DType inputDType, int C) {
       std::ostringstream os;
       os << name << ": options 'p' and 'q' must both hold degree+1 = " << want << " coefficients, got "
          << raw.padeP.size() << " and " << raw.padeQ.size();
-      fail(os.str());
+      failRange(os.str());
     }
-    for (double v : raw.padeP) if (!std::isfinite(v)) fail(std::string(name) + ": Pade coefficient in 'p' is not finite");
-    for (double v : raw.padeQ) if (!std::isfinite(v)) fail(std::string(name) + ": Pade coefficient in 'q' is not finite");
+    for (double v : raw.padeP) if (!std::isfinite(v)) failRange(std::string(name) + ": Pade coefficient in 'p' is not finite");
+    for (double v : raw.padeQ) if (!std::isfinite(v)) failRange(std::string(name) + ": Pade coefficient in 'q' is not finite");
     o.padeP = raw.padeP;
     o.padeQ = raw.padeQ;
   }

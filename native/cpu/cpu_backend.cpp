@@ -21,6 +21,17 @@ std::string sampleMsg(std::size_t b, const std::string& what) {
   return os.str();
 }
 
+// Runs one batch item, naming the item in any error it raises (kernels deep down do not know it).
+template <class F> void forItem(std::size_t b, F&& f) {
+  try {
+    f();
+  } catch (const CovpoolError& e) {
+    const std::string msg = e.what();
+    if (msg.rfind("batch item ", 0) == 0) throw;
+    throw CovpoolError(sampleMsg(b, msg));
+  }
+}
+
 // Per-thread scratch areas, reused across items and calls (no allocation in the hot loop).
 // Slot 0 holds an item's pipeline buffers, slot 1 the work space of the method kernels, so the
 // two never alias.
@@ -218,7 +229,7 @@ std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions&
       checkSymmetric(ab, C, b);
       convert(ab, a, m);
     }
-    sqrtmItem(*st, b, a, s);
+    forItem(b, [&] { sqrtmItem(*st, b, a, s); });
     if (st->vectorize) {
       convert(s, si, m);
       packUpper(si, y + b * outPer, C);
@@ -250,7 +261,7 @@ template <class Ti, class Ts> Buffer backwardImpl(const State& base, const Buffe
     } else {
       convert(dy + b * inPer, dS, m);
     }
-    sqrtmItemBackward(st, b, dS, dA);
+    forItem(b, [&] { sqrtmItemBackward(st, b, dS, dA); });
     if (layer) {
       convert(dA, ti, m);
       covarianceBackward(st.xc.data() + b * C * N, ti, g + b * C * N, C, N);
@@ -297,6 +308,7 @@ class CpuBackend final : public Backend {
       parallelFor(d.B, [&](std::size_t b) {
         const T* ga = dA.as<T>() + b * m;
         if (!allFinite(ga, m)) fail(sampleMsg(b, "the covariance gradient contains NaN or Infinity"));
+        if (!allFinite(x.as<T>() + b * C * N, static_cast<std::size_t>(C) * N)) fail(sampleMsg(b, "the features contain NaN or Infinity"));
         T* xc = scratch<T>(static_cast<std::size_t>(C) * N + m);
         T* g = xc + static_cast<std::size_t>(C) * N;
         centerRows(x.as<T>() + b * C * N, xc, C, N);
@@ -312,7 +324,10 @@ class CpuBackend final : public Backend {
       using T = decltype(tag);
       const std::size_t m = static_cast<std::size_t>(C) * C, tri = static_cast<std::size_t>(C) * (C + 1) / 2;
       Buffer out(s.dtype(), B * tri);
-      for (int b = 0; b < B; ++b) packUpper(s.as<T>() + b * m, out.as<T>() + b * tri, C);
+      for (int b = 0; b < B; ++b) {
+        if (!allFinite(s.as<T>() + b * m, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
+        packUpper(s.as<T>() + b * m, out.as<T>() + b * tri, C);
+      }
       return out;
     });
   }
@@ -322,7 +337,10 @@ class CpuBackend final : public Backend {
       using T = decltype(tag);
       const std::size_t m = static_cast<std::size_t>(C) * C, tri = static_cast<std::size_t>(C) * (C + 1) / 2;
       Buffer out(dy.dtype(), B * m);
-      for (int b = 0; b < B; ++b) unpackUpper(dy.as<T>() + b * tri, out.as<T>() + b * m, C);
+      for (int b = 0; b < B; ++b) {
+        if (!allFinite(dy.as<T>() + b * tri, tri)) fail(sampleMsg(b, "the gradient contains NaN or Infinity"));
+        unpackUpper(dy.as<T>() + b * tri, out.as<T>() + b * m, C);
+      }
       return out;
     });
   }
