@@ -337,6 +337,36 @@ describe('covpool-analyze all (small sizes)', () => {
   });
 });
 
+describe('covpool-analyze with feature files', () => {
+  test('JSON and raw float32 features are analysed like the synthetic ones', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'covpool-features-'));
+    try {
+      const [C, N] = [12, 5];
+      const x = syntheticFeatures('decay', { C, N }, 1, 9).features.data;
+      fs.writeFileSync(path.join(dir, 'feat.json'), JSON.stringify({ shape: [1, C, N], data: Array.from(x) }));
+      fs.writeFileSync(path.join(dir, 'feat.f32'), Buffer.from(Float32Array.from(x).buffer));
+      let text = '';
+      const sink = { write: (t: string) => ((text += t), true) } as unknown as NodeJS.WritableStream;
+      const code = main(
+        ['precision', '--quiet', '--sizes', '8x5', '--batch', '1', '--models', 'iid', '--no-default-features', '--out', dir,
+          '--features', path.join(dir, 'feat.json'), '--features', path.join(dir, 'feat.f32'), '--features-shape', `1,${C},${N}`],
+        sink,
+      );
+      expect({ code, text }).toEqual({ code: 0, text: '' });
+      const data = JSON.parse(fs.readFileSync(path.join(dir, 'precision.json'), 'utf8'));
+      expect(data.cases.map((c: Json) => c.name)).toEqual(['iid C=8 N=5', `feat.json C=${C} N=${N}`, `feat.f32 C=${C} N=${N}`]);
+      for (const c of data.cases.slice(1)) {
+        expect(c.samples[0].counts.expectedNull).toBe(C - N + 1);
+        expect(c.samples[0].counts.f64BelowEps32Rel).toBe(C - N + 1);
+      }
+      // the same numbers from both file formats
+      expect(data.cases[2].samples).toEqual(data.cases[1].samples);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('covpool-analyze arguments', () => {
   test('defaults and --quick', () => {
     const full = parseArgs(['all']);

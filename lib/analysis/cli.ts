@@ -250,7 +250,9 @@ export function main(argv: string[], stderr: NodeJS.WritableStream = process.std
   }
   const t0 = Date.now();
   try {
-    const reports = run(o, undefined, `npm run analyze -- ${argv.join(' ')}`);
+    // The command recorded in the reports: what regenerates them (--quiet changes nothing in them).
+    const recorded = `npm run analyze -- ${argv.filter((a) => a !== '--quiet').join(' ')}`;
+    const reports = run(o, o.quiet ? silentProgress : stderrProgress(stderr), recorded);
     if (!o.quiet) stderr.write(`covpool-analyze: wrote ${reports.map((r) => r.name + '.md').join(', ')} and their plots to ${o.out}/ in ${((Date.now() - t0) / 1000).toFixed(1)}s\n`);
     return 0;
   } catch (e) {

@@ -80,7 +80,7 @@ export interface SampleResult {
  * covariance and the spectral part in float64):
  *   f32:     float32 features, spectral part float32 (the covariance is formed in float32);
  *   mixed:   float32 features, spectral part float64 - the library's default for eigen methods: the
- *            covariance is formed in float32, then converted;
+ *            features are converted and the covariance formed (and back-propagated) in float64;
  *   f64:     the same feature values as float64, so the covariance is formed in float64 too.
  */
 export interface LayerRow {
@@ -467,9 +467,9 @@ export function precisionReport(res: PrecisionResult, command = 'npm run analyze
     'Relative error of the layer output (upper triangle) and of its gradient w.r.t. the features, for ' +
       'the same output gradient, against the exact layer (svd-lyap with covariance and spectral part in ' +
       'float64). Three set-ups: **f32** = float32 features, spectral part float32; **mixed** = float32 ' +
-      'features, spectral part float64 (the library default for eigen methods: the covariance is formed ' +
-      'in float32, then converted); **f64** = the same feature values as float64, so the covariance is ' +
-      'formed in float64 too (what the paper\'s code does: it casts the features to double before pooling).\n',
+      'features, spectral part float64 (the library default for eigen methods: the features are converted ' +
+      'and the covariance is formed and back-propagated in float64, as the paper\'s code does by casting ' +
+      'the features to double before pooling); **f64** = the same feature values given as float64.\n',
   );
   for (const c of res.cases) {
     md.push(`**${c.name}**\n`);
@@ -491,11 +491,13 @@ export function precisionReport(res: PrecisionResult, command = 'npm run analyze
     ),
   );
   md.push(
-    'Why **mixed** is the worst set-up for gradients: a float32-formed covariance carries rounding noise ' +
-      'of about ε32·λmax in its C − N + 1 zero eigenvalues (table below); a float64 solver resolves that ' +
-      'noise faithfully, the ε64 floor does not remove it, and the backward weighs those directions by ' +
-      'up to 1/(2√ε64) ≈ 3.4e7 (svd-lyap) or 1/(λi − λj) (svd). With a float64-formed covariance the null ' +
-      'directions are orthogonal to the centred features to ~ε64, so they drop out of the feature gradient.\n',
+    'Why the covariance must be formed in the spectral precision: a float32-formed covariance carries ' +
+      'rounding noise of about ε32·λmax in its C − N + 1 zero eigenvalues (table below); a float64 solver ' +
+      'would resolve that noise faithfully, the ε64 floor does not remove it, and the backward weighs those ' +
+      'directions by up to 1/(2√ε64) ≈ 3.4e7 (svd-lyap) or 1/(λi − λj) (svd) — an O(1) feature-gradient ' +
+      'error (an earlier version of the library did exactly that). With a float64-formed covariance, as ' +
+      '**mixed** now does, the null directions are orthogonal to the centred features to ~ε64 and drop out ' +
+      'of the feature gradient.\n',
   );
   md.push(
     table(

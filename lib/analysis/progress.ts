@@ -16,7 +16,7 @@ export const silentProgress: ProgressSink = {
   start: () => ({ tick: () => undefined, done: () => undefined }),
 };
 
-export function stderrProgress(stream: NodeJS.WriteStream = process.stderr): ProgressSink {
+export function stderrProgress(stream: NodeJS.WritableStream & { isTTY?: boolean; columns?: number } = process.stderr): ProgressSink {
   return {
     start(label: string, total: number): ProgressTask {
       const t0 = Date.now();

@@ -11,17 +11,35 @@ export interface Report {
   data: unknown;
 }
 
-/** JSON that keeps Infinity/NaN readable (JSON has no literal for them). */
+/**
+ * JSON that keeps Infinity/NaN readable (JSON has no literal for them, so they become the strings
+ * "+inf", "-inf", "NaN") and stays diff-friendly but small: an object or array whose members are all
+ * plain values is written on one line, anything nested is indented.
+ */
 export function toJson(v: unknown): string {
-  return (
-    JSON.stringify(
-      v,
-      (_k, x) => {
-        if (typeof x === 'number' && !Number.isFinite(x)) return Number.isNaN(x) ? 'NaN' : x > 0 ? '+inf' : '-inf';
-        if (x instanceof Float64Array || x instanceof Float32Array) return Array.from(x);
-        return x;
-      },
-      1,
-    ) + '\n'
-  );
+  return serialize(v, '') + '\n';
+}
+
+function plain(x: unknown): unknown {
+  if (typeof x === 'number' && !Number.isFinite(x)) return Number.isNaN(x) ? 'NaN' : x > 0 ? '+inf' : '-inf';
+  if (x instanceof Float64Array || x instanceof Float32Array) return Array.from(x);
+  return x;
+}
+
+function isLeaf(x: unknown): boolean {
+  return x === null || typeof x !== 'object';
+}
+
+function serialize(raw: unknown, indent: string): string {
+  const x = plain(raw);
+  if (isLeaf(x)) return JSON.stringify(x) ?? 'null';
+  const inner = indent + ' ';
+  if (Array.isArray(x)) {
+    const items = x.map(plain);
+    if (items.every(isLeaf)) return '[' + items.map((i) => JSON.stringify(i) ?? 'null').join(', ') + ']';
+    return '[\n' + items.map((i) => inner + serialize(i, inner)).join(',\n') + '\n' + indent + ']';
+  }
+  const entries = Object.entries(x as Record<string, unknown>).filter(([, v]) => v !== undefined).map(([k, v]) => [k, plain(v)] as const);
+  if (entries.every(([, v]) => isLeaf(v))) return '{' + entries.map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(', ') + '}';
+  return '{\n' + entries.map(([k, v]) => `${inner}${JSON.stringify(k)}: ${serialize(v, inner)}`).join(',\n') + '\n' + indent + '}';
 }

@@ -3,6 +3,7 @@
 // normalization, square root, packing) runs on one core, with the item's data hot in its caches.
 #include <cmath>
 #include <sstream>
+#include <type_traits>
 
 #include "../core/backend.h"
 #include "../core/pade.h"
@@ -43,9 +44,9 @@ template <class T, int Slot = 0> T* scratch(std::size_t count) {
 
 template <class Ti, class Ts> class CpuState : public State {
  public:
-  // Layer input (centered features) or nothing for sqrtm states.
   // Cached (recycled) memory: a training loop gets the previous step's pages back.
-  CachedArray<Ti> xc;
+  // Layer input: the centered features, in the spectral precision (empty for sqrtm states).
+  CachedArray<Ts> xc;
   CachedArray<Ts> tau;    // per item normalization factor (1 for 'none')
   CachedArray<Ts> ahat;   // A / tau: normalization backward
   CachedArray<Ts> araw;   // svd-newton: the un-normalized A its Newton-Schulz backward runs at
@@ -56,8 +57,7 @@ template <class Ti, class Ts> class CpuState : public State {
 
   std::size_t m() const { return static_cast<std::size_t>(dims.C) * dims.C; }
   std::size_t bytes() const override {
-    return xc.size() * sizeof(Ti) +
-           (tau.size() + ahat.size() + araw.size() + shat.size() + w.size() + lam.size() + tape.size()) * sizeof(Ts);
+    return (xc.size() + tau.size() + ahat.size() + araw.size() + shat.size() + w.size() + lam.size() + tape.size()) * sizeof(Ts);
   }
   bool keepsNormalized() const { return options.normalization != Normalization::None || options.method == Method::MPA_LYA; }
 
@@ -214,15 +214,18 @@ std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions&
   parallelFor(d.B, [&](std::size_t b) {
     Ts* a = scratch<Ts>(2 * m);
     Ts* s = a + m;
-    Ti* ai = reinterpret_cast<Ti*>(scratch<char>(2 * m * sizeof(Ti)));
-    Ti* si = ai + m;
+    Ti* si = reinterpret_cast<Ti*>(scratch<char>(m * sizeof(Ti)));
     if (fromFeatures) {
       const Ti* xb = x + b * C * N;
       if (!allFinite(xb, static_cast<std::size_t>(C) * N)) fail(sampleMsg(b, "the features contain NaN or Infinity"));
-      Ti* xc = st->xc.data() + b * C * N;
-      centerRows(xb, xc, C, N);
-      covarianceForward(xc, ai, C, N);
-      convert(ai, a, m);
+      // The covariance is formed in the spectral precision: with float32 features and a float64
+      // spectral part, a float32 covariance would hand the eigensolver rounding noise of order
+      // 1e-7 lambda_max in place of the C - N + 1 zero eigenvalues, and the gradient of the floored
+      // noise is far from the gradient a float64 covariance has (measured: 100%+ relative error).
+      Ts* xc = st->xc.data() + b * C * N;
+      convert(xb, xc, static_cast<std::size_t>(C) * N);
+      centerRows(xc, xc, C, N);
+      covarianceForward(xc, a, C, N);
     } else {
       const Ti* ab = x + b * m;
       if (!allFinite(ab, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
@@ -262,9 +265,15 @@ template <class Ti, class Ts> Buffer backwardImpl(const State& base, const Buffe
       convert(dy + b * inPer, dS, m);
     }
     forItem(b, [&] { sqrtmItemBackward(st, b, dS, dA); });
-    if (layer) {
-      convert(dA, ti, m);
-      covarianceBackward(st.xc.data() + b * C * N, ti, g + b * C * N, C, N);
+    if (layer) {  // in the spectral precision too, then rounded once to the input dtype
+      const std::size_t cn = static_cast<std::size_t>(C) * N;
+      if constexpr (std::is_same_v<Ti, Ts>) {
+        covarianceBackward(st.xc.data() + b * cn, dA, g + b * cn, C, N);
+      } else {
+        Ts* dx = scratch<Ts, 1>(cn);
+        covarianceBackward(st.xc.data() + b * cn, dA, dx, C, N);
+        convert(dx, g + b * cn, cn);
+      }
     } else {
       convert(dA, g + b * m, m);
     }
