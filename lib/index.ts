@@ -3,6 +3,7 @@ export { Tensor } from './tensor';
 export type { TensorLike, TensorInput, DType, FloatArray } from './tensor';
 export { METHODS } from './methods';
 export type {
+  Device,
   Method,
   MethodOptions,
   MethodSpec,

@@ -26,7 +26,15 @@ interface CommonOptions {
   normalization?: Normalization;
   /** Floor for eigenvalues. Default: machine epsilon of `precision`. */
   eps?: number;
+  /**
+   * Where the layer / sqrtm runs: 'cpu' (default), 'cuda', 'cuda:N', or 'auto' (the first GPU when
+   * the binary has the CUDA backend and a device exists, else the CPU). Asking for CUDA from a
+   * binary built without it is an error, not a silent fallback.
+   */
+  device?: Device;
 }
+
+export type Device = 'cpu' | 'cuda' | 'auto' | `cuda:${number}`;
 
 export interface NsOptions extends CommonOptions {
   method: 'ns';
@@ -91,7 +99,7 @@ export type MethodOptions =
 /** A method name or a full options object. */
 export type MethodSpec = Method | MethodOptions;
 
-const COMMON = ['method', 'precision', 'normalization', 'eps'];
+const COMMON = ['method', 'precision', 'normalization', 'eps', 'device'];
 const EXTRA: Record<Method, string[]> = {
   ns: ['iterations'],
   svd: [],
@@ -132,6 +140,8 @@ export function toMethodOptions(spec: MethodSpec): MethodOptions {
     throw new RangeError(`covpool: ${m}: option 'precision' must be 'float32' or 'float64', got '${String(o.precision)}'`);
   if ('normalization' in o && !['none', 'trace', 'frobenius'].includes(o.normalization as string))
     throw new RangeError(`covpool: ${m}: option 'normalization' must be 'none', 'trace' or 'frobenius', got '${String(o.normalization)}'`);
+  if ('device' in o && !(typeof o.device === 'string' && /^(cpu|cuda|auto|cuda:\d+)$/.test(o.device)))
+    throw new RangeError(`covpool: ${m}: option 'device' must be 'cpu', 'cuda', 'cuda:N' or 'auto', got '${String(o.device)}'`);
   for (const key of ['p', 'q'])
     if (key in o && !(Array.isArray(o[key]) && (o[key] as unknown[]).every((v) => typeof v === 'number' && Number.isFinite(v))))
       throw new TypeError(`covpool: ${m}: option '${key}' must be an array of finite numbers`);

@@ -19,6 +19,7 @@ export interface NativeStateInfo {
   C?: number;
   N?: number;
   dtype?: 'float32' | 'float64';
+  device?: string;
   vectorize?: boolean;
   bytes?: number;
   options?: Record<string, unknown>;
@@ -42,7 +43,7 @@ export interface NativeAddon {
   disposeState(state: NativeState): void;
   resolveOptions(options: object, dtype: string, C: number): Record<string, unknown>;
   padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { p: number[]; q: number[] };
-  info(): { backend: string; threads: number; methods: string[] };
+  info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number };
 }
 
 let cached: NativeAddon | undefined;

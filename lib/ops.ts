@@ -17,6 +17,8 @@ export class BackwardState {
   readonly handle: NativeState;
   readonly kind: 'layer' | 'sqrtm';
   readonly dtype: DType;
+  /** The backend the forward ran on (and its backward runs on): 'cpu' or a CUDA device. */
+  readonly device: string;
   readonly inputShape: readonly number[];
   readonly outputShape: readonly number[];
   readonly options: ResolvedOptions;
@@ -27,6 +29,7 @@ export class BackwardState {
     const info = native().stateInfo(handle);
     this.kind = kind;
     this.dtype = info.dtype as DType;
+    this.device = info.device as string;
     this.options = info.options as ResolvedOptions;
     this.inputShape = Object.freeze(inputShape.slice());
     this.outputShape = Object.freeze(outputShape.slice());
@@ -217,7 +220,7 @@ export function padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { 
   return native().padeCoefficients(kind, degree);
 }
 
-/** Backend name, worker threads and the method list. */
-export function backendInfo(): { backend: string; threads: number; methods: string[] } {
+/** Backend name, worker threads, the method list, and whether the CUDA backend is built in and how many GPUs it sees. */
+export function backendInfo(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number } {
   return native().info();
 }

@@ -12,6 +12,9 @@
 #include "../core/pade.h"
 #include "../core/threadpool.h"
 #include "../cpu/blas.h"
+#ifdef COVPOOL_WITH_CUDA
+#include "../cuda/cuda_backend.h"
+#endif
 #include "marshal.h"
 
 namespace covpool::addon {
@@ -108,6 +111,50 @@ bool asyncFlag(const Napi::CallbackInfo& info) {
   return info.Length() && info[last].IsBoolean() && info[last].As<Napi::Boolean>().Value();
 }
 
+// ---- device selection: 'cpu' (default), 'cuda', 'cuda:N' or 'auto' (a GPU when there is one).
+#ifdef COVPOOL_WITH_CUDA
+constexpr bool kCudaBuilt = true;
+#else
+constexpr bool kCudaBuilt = false;
+int cudaDeviceCount() { return 0; }
+#endif
+
+Backend& backendFor(const std::string& device) {
+  if (device.empty() || device == "cpu") return cpuBackend();
+  if (device == "auto") {
+#ifdef COVPOOL_WITH_CUDA
+    if (cudaDeviceCount() > 0) return cudaBackend(0);
+#endif
+    return cpuBackend();
+  }
+  int index = -1;
+  if (device == "cuda") index = 0;
+  else if (device.rfind("cuda:", 0) == 0 && device.size() > 5 && device.find_first_not_of("0123456789", 5) == std::string::npos && device.size() < 9)
+    index = std::stoi(device.substr(5));
+  if (index < 0) failRange("device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got '" + device + "'");
+  if (!kCudaBuilt)
+    fail("device '" + device + "' was asked for, but this covpool binary was built without the CUDA backend "
+         "(build it with `npm run build:cmake` on a machine with the CUDA toolkit, cuBLAS and cuSOLVER)");
+#ifdef COVPOOL_WITH_CUDA
+  const int count = cudaDeviceCount();
+  if (count == 0) fail("device '" + device + "' was asked for, but no CUDA device is available");
+  if (index >= count) failRange("device '" + device + "': there are only " + std::to_string(count) + " CUDA device(s)");
+  return cudaBackend(index);
+#else
+  return cpuBackend();
+#endif
+}
+
+// Reads options.device (absent: 'cpu').
+std::string deviceOption(const Napi::CallbackInfo& info, std::size_t index) {
+  if (index >= info.Length() || !info[index].IsObject()) return "cpu";
+  Napi::Value v = info[index].As<Napi::Object>().Get("device");
+  if (v.IsUndefined() || v.IsNull()) return "cpu";
+  if (!v.IsString()) failType("option 'device' must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// The ops without a backward state run on the CPU backend.
 Backend& backend() { return cpuBackend(); }
 
 // ---- backward states: an External holding a shared_ptr, type-tagged so that no other external
@@ -221,9 +268,10 @@ Napi::Value Sqrtm(const Napi::CallbackInfo& info) {
     const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
     auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", prod({(size_t)B, (size_t)C, (size_t)C})));
     const SqrtmOptions o = resolveOptions(optionsArg(info, 3), a->dtype(), C);
+    Backend* be = &backendFor(deviceOption(info, 3));
     auto out = std::make_shared<Buffer>();
     auto st = std::make_shared<std::shared_ptr<State>>();
-    return Task{[=] { *st = backend().sqrtm(*a, B, C, o, *out); }, [=](Napi::Env e) -> Napi::Value { return forwardResult(e, *out, *st); }};
+    return Task{[=] { *st = be->sqrtm(*a, B, C, o, *out); (*st)->backend = be; }, [=](Napi::Env e) -> Napi::Value { return forwardResult(e, *out, *st); }};
   });
 }
 
@@ -234,9 +282,10 @@ Napi::Value Layer(const Napi::CallbackInfo& info) {
     auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", prod({(size_t)d.B, (size_t)d.C, (size_t)d.N})));
     const SqrtmOptions o = resolveOptions(optionsArg(info, 4), x->dtype(), d.C);
     const bool vectorize = boolArg(info, 5, "vectorize");
+    Backend* be = &backendFor(deviceOption(info, 4));
     auto out = std::make_shared<Buffer>();
     auto st = std::make_shared<std::shared_ptr<State>>();
-    return Task{[=] { *st = backend().layer(*x, d, o, vectorize, *out); }, [=](Napi::Env e) -> Napi::Value { return forwardResult(e, *out, *st); }};
+    return Task{[=] { *st = be->layer(*x, d, o, vectorize, *out); (*st)->backend = be; }, [=](Napi::Env e) -> Napi::Value { return forwardResult(e, *out, *st); }};
   });
 }
 
@@ -248,7 +297,7 @@ Napi::Value Backward(const Napi::CallbackInfo& info) {
     const std::size_t count = st->vectorize ? B * C * (C + 1) / 2 : B * C * C;
     auto dy = std::make_shared<Buffer>(bufferArg(info, 1, "output gradient", count, st->dtype));
     auto out = std::make_shared<Buffer>();
-    return Task{[=] { *out = backend().backward(*st, *dy); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+    return Task{[=] { *out = st->backend->backward(*st, *dy); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
 }
 
@@ -279,6 +328,7 @@ Napi::Value StateInfo(const Napi::CallbackInfo& info) {
       r.Set("C", s.dims.C);
       r.Set("N", s.dims.N);
       r.Set("dtype", dtypeName(s.dtype));
+      r.Set("device", s.backend ? s.backend->name() : "cpu");
       r.Set("vectorize", s.vectorize);
       r.Set("bytes", static_cast<double>(s.bytes()));
       r.Set("options", optionsToJs(env, s.options));
@@ -350,6 +400,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
   r.Set("backend", backend().name());
+  r.Set("cuda", kCudaBuilt);
+  r.Set("cudaDevices", cudaDeviceCount());
   r.Set("threads", poolThreads());
   Napi::Array methods = Napi::Array::New(env);
   uint32_t i = 0;

@@ -31,6 +31,7 @@ class State {
   DType dtype = DType::F32;  // input/output dtype of the forward
   SqrtmOptions options;
   bool vectorize = true;     // layer states: output is the upper triangle
+  class Backend* backend = nullptr;  // the backend that made it, and so must run its backward
   std::uint64_t id = nextId();
   // Host bytes this state holds, reported to the JS garbage collector.
   virtual std::size_t bytes() const { return 0; }

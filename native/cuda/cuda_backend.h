@@ -1,0 +1,16 @@
+// Entry points of the CUDA backend, for the addon's device selection. Includes no CUDA header, so
+// code that picks a backend compiles without the toolkit's include paths; it exists only in builds
+// with COVPOOL_WITH_CUDA (CMakeLists.txt defines it when the toolkit with cuSOLVER and cuBLAS is
+// found).
+#pragma once
+#include "../core/backend.h"
+
+namespace covpool {
+
+// Number of CUDA devices usable now (0 when there is no driver or no GPU; never throws).
+int cudaDeviceCount();
+// The backend for device `device` (0-based), created on first use and kept for the process'
+// lifetime. Throws a RangeError CovpoolError for an index that names no device.
+Backend& cudaBackend(int device);
+
+}  // namespace covpool

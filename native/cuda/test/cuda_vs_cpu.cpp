@@ -1,0 +1,418 @@
+// CUDA backend vs CPU backend, op by op, method by method, float32 and float64: the first thing to
+// run on a GPU machine (native/cuda/README.md, "GPU test plan"). Links both backends directly (no
+// N-API), so it works before the addon can select a device.
+//
+//   covpool_cuda_test            all checks; exit status 1 if any fails
+//   covpool_cuda_test --bench    then times the gpu-l workload (B=128, C=256, N=196, float32)
+//
+// Built with -DCOVPOOL_CUDA_TEST_SELF_CHECK it compares the CPU backend with itself and needs no
+// CUDA at all: scripts/check-cuda-kernels.sh runs it that way to keep the driver itself working.
+//
+// What must hold (the issue: "same options and same results as the CPU backend"):
+//   - triuvec / unpack and the coefficient matrices (same eigenvalues in, same formulas): exact;
+//   - everything else on well-conditioned inputs: equal to rounding (relative max-norm tolerances
+//     below), since only GEMM summation order and the eigensolver differ;
+//   - the same errors with the same messages for bad input (eigensolver wording aside);
+//   - on singular covariances (N < C, the normal GCP case) the forward to rounding; the backward of
+//     the K methods depends on how each eigensolver resolves the tied eigenvalues, so it is
+//     reported, and only required to be finite where the CPU's is.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../../core/backend.h"
+#include "../../core/methods.h"
+#include "../../cpu/blas.h"
+#ifndef COVPOOL_CUDA_TEST_SELF_CHECK
+#include "../cuda_backend.h"
+#endif
+
+using namespace covpool;
+
+namespace {
+
+int failures = 0, checks = 0;
+
+struct Rng {
+  std::uint64_t s = 0x2545f4914f6cdd1dULL;
+  double uniform() {
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<double>(s >> 11) / 9007199254740992.0;
+  }
+  double normal() {
+    const double u = std::max(uniform(), 1e-300), v = uniform();
+    return std::sqrt(-2 * std::log(u)) * std::cos(6.283185307179586 * v);
+  }
+};
+
+double at(const Buffer& b, std::size_t i) {
+  return b.dtype() == DType::F32 ? static_cast<double>(b.as<float>()[i]) : b.as<double>()[i];
+}
+void put(Buffer& b, std::size_t i, double v) {
+  if (b.dtype() == DType::F32) b.as<float>()[i] = static_cast<float>(v);
+  else b.as<double>()[i] = v;
+}
+
+// max |a - b| / max |a| (infinite when shapes differ or anything is non-finite on one side only).
+double relDiff(const Buffer& a, const Buffer& b) {
+  if (a.size() != b.size() || a.dtype() != b.dtype()) return INFINITY;
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double x = at(a, i), y = at(b, i);
+    if (std::isfinite(x) != std::isfinite(y)) return INFINITY;
+    if (!std::isfinite(x)) continue;
+    num = std::max(num, std::fabs(x - y));
+    den = std::max(den, std::fabs(x));
+  }
+  return den > 0 ? num / den : num;
+}
+
+bool allFinite(const Buffer& a) {
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (!std::isfinite(at(a, i))) return false;
+  return true;
+}
+
+void record(const std::string& what, double diff, double tol, bool strict) {
+  ++checks;
+  const bool ok = diff <= tol;
+  if (!ok && strict) ++failures;
+  std::printf("%-5s %-64s diff %-10.3g tol %-8.1g%s\n", ok ? "ok" : (strict ? "FAIL" : "info"), what.c_str(), diff, tol,
+              strict ? "" : " (reported only)");
+}
+
+// Runs f on both backends; both must succeed or both fail with the same message.
+// f gets the backend and its side (0 = CPU, 1 = CUDA) to know where to put its results.
+bool sameOutcome(const std::string& what, const std::function<void(Backend&, int)>& f, Backend& cpu, Backend& gpu,
+                 bool compareMessages = true) {
+  std::string ec, eg;
+  try { f(cpu, 0); } catch (const std::exception& e) { ec = e.what(); }
+  try { f(gpu, 1); } catch (const std::exception& e) { eg = e.what(); }
+  if (ec.empty() && eg.empty()) return true;
+  ++checks;
+  const bool ok = !ec.empty() && !eg.empty() && (!compareMessages || ec == eg);
+  if (!ok) ++failures;
+  std::printf("%-5s %-64s\n      cpu:  %s\n      cuda: %s\n", ok ? "ok" : "FAIL", (what + " (error)").c_str(),
+              ec.empty() ? "(no error)" : ec.c_str(), eg.empty() ? "(no error)" : eg.c_str());
+  return false;
+}
+
+Buffer randomBuffer(DType t, std::size_t n, Rng& rng, bool relu) {
+  Buffer b(t, n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v = rng.normal();
+    put(b, i, relu ? std::max(v, 0.0) : v);
+  }
+  return b;
+}
+
+// B symmetric positive definite C x C matrices: X X^T / N + ridge I.
+Buffer spdBatch(DType t, int B, int C, int N, double ridge, Rng& rng) {
+  Buffer a(t, static_cast<std::size_t>(B) * C * C);
+  std::vector<double> x(static_cast<std::size_t>(C) * N);
+  for (int b = 0; b < B; ++b) {
+    for (auto& v : x) v = rng.normal();
+    for (int i = 0; i < C; ++i)
+      for (int j = i; j < C; ++j) {
+        double s = 0;
+        for (int k = 0; k < N; ++k) s += x[i * N + k] * x[j * N + k];
+        s = s / N + (i == j ? ridge : 0);
+        put(a, (static_cast<std::size_t>(b) * C + i) * C + j, s);
+        put(a, (static_cast<std::size_t>(b) * C + j) * C + i, s);
+      }
+  }
+  return a;
+}
+
+RawOptions rawOf(const std::string& method) {
+  RawOptions r;
+  r.method = method;
+  return r;
+}
+
+struct Variant {
+  std::string label;
+  RawOptions raw;
+};
+
+std::vector<Variant> variants() {
+  std::vector<Variant> v;
+  auto add = [&](const std::string& label, const std::string& method, const std::function<void(RawOptions&)>& tweak = {}) {
+    Variant x;
+    x.label = label;
+    x.raw.method = method;
+    if (tweak) tweak(x.raw);
+    v.push_back(x);
+  };
+  add("ns", "ns");
+  add("ns frobenius T=8", "ns", [](RawOptions& r) { r.normalization = "frobenius"; r.iterations = 8; });
+  add("svd", "svd");
+  add("svd float32", "svd", [](RawOptions& r) { r.precision = "float32"; });
+  add("svd-trunc kappa=1e3", "svd-trunc", [](RawOptions& r) { r.kappa = 1e3; });
+  add("svd-topn", "svd-topn");
+  add("svd-taylor", "svd-taylor");
+  add("svd-taylor D=7", "svd-taylor", [](RawOptions& r) { r.degree = 7; });
+  add("svd-pade", "svd-pade");
+  add("svd-pade L=2 user p,q", "svd-pade", [](RawOptions& r) {
+    r.degree = 2;
+    r.padeP = {1.0, 0.5, 0.0};
+    r.padeQ = {1.0, -0.5, -0.5};
+  });
+  add("svd-pi", "svd-pi");
+  add("svd-pi T=2", "svd-pi", [](RawOptions& r) { r.iterations = 2; });
+  add("svd-newton", "svd-newton");
+  add("svd-lyap", "svd-lyap");
+  add("svd-lyap trace", "svd-lyap", [](RawOptions& r) { r.normalization = "trace"; });
+  add("mpa-lya", "mpa-lya");
+  return v;
+}
+
+double tolFor(DType out, DType spectral, bool backward) {
+  if (out == DType::F32 || spectral == DType::F32) return backward ? 2e-3 : 2e-4;
+  return backward ? 1e-8 : 1e-10;
+}
+
+struct Shape {
+  const char* name;
+  int B, C, N;
+  bool singular;  // N < C: tied eigenvalues at eps
+};
+
+void layerChecks(Backend& cpu, Backend& gpu, DType t, const Shape& sh, Rng& rng) {
+  const Dims d{sh.B, sh.C, sh.N};
+  const Buffer x = randomBuffer(t, static_cast<std::size_t>(sh.B) * sh.C * sh.N, rng, true);
+  const std::string tag = std::string(dtypeName(t)) + " " + sh.name;
+  {
+    Buffer ac, ag;
+    if (sameOutcome(tag + " covpool", [&](Backend& be, int side) { (side == 0 ? ac : ag) = be.covpool(x, d); }, cpu, gpu))
+      record(tag + " covpool", relDiff(ac, ag), t == DType::F32 ? 1e-5 : 1e-13, true);
+    const Buffer dA = randomBuffer(t, static_cast<std::size_t>(sh.B) * sh.C * sh.C, rng, false);
+    Buffer gc, gg;
+    if (sameOutcome(tag + " covpoolBackward", [&](Backend& be, int side) { (side == 0 ? gc : gg) = be.covpoolBackward(x, dA, d); }, cpu, gpu))
+      record(tag + " covpoolBackward", relDiff(gc, gg), t == DType::F32 ? 1e-5 : 1e-13, true);
+  }
+  for (const Variant& v : variants()) {
+    SqrtmOptions o;
+    try {
+      o = resolveOptions(v.raw, t, sh.C);
+    } catch (const std::exception& e) {
+      std::printf("skip  %s %s: %s\n", tag.c_str(), v.label.c_str(), e.what());
+      continue;
+    }
+    const std::string name = tag + " layer " + v.label;
+    Buffer yc, yg;
+    std::shared_ptr<State> sc, sg;
+    if (!sameOutcome(name, [&](Backend& be, int side) {
+          auto& y = side == 0 ? yc : yg;
+          (side == 0 ? sc : sg) = be.layer(x, d, o, true, y);
+        }, cpu, gpu, !usesEigenForward(o.method)))
+      continue;
+    const bool eigenSingular = sh.singular && usesEigenForward(o.method);
+    record(name + " forward", relDiff(yc, yg), eigenSingular ? 1e-5 : tolFor(t, o.precision, false), true);
+    const Buffer dy = randomBuffer(t, yc.size(), rng, false);
+    Buffer gc, gg;
+    if (!sameOutcome(name + " backward", [&](Backend& be, int side) {
+          (side == 0 ? gc : gg) = be.backward(*(side == 0 ? sc : sg), dy);
+        }, cpu, gpu))
+      continue;
+    const bool kMethod = usesEigenForward(o.method) && o.method != Method::SVD_NEWTON && o.method != Method::SVD_LYAP;
+    if (sh.singular && kMethod) {
+      record(name + " backward", relDiff(gc, gg), tolFor(t, o.precision, true), false);
+      ++checks;
+      if (allFinite(gc) && !allFinite(gg)) {
+        ++failures;
+        std::printf("FAIL  %s backward: finite on the CPU, not on CUDA\n", name.c_str());
+      }
+    } else {
+      record(name + " backward", relDiff(gc, gg), (sh.singular && usesEigenForward(o.method) ? 1e-4 : tolFor(t, o.precision, true)), true);
+    }
+#ifndef COVPOOL_CUDA_TEST_SELF_CHECK
+    // Foreign states must be refused, not misread.
+    ++checks;
+    try {
+      gpu.backward(*sc, dy);
+      ++failures;
+      std::printf("FAIL  %s: CUDA backward accepted a CPU state\n", name.c_str());
+    } catch (const std::exception&) {
+    }
+#endif
+  }
+}
+
+void sqrtmChecks(Backend& cpu, Backend& gpu, DType t, int B, int C, Rng& rng) {
+  const Buffer a = spdBatch(t, B, C, 2 * C, 0.1, rng);
+  const std::string tag = std::string(dtypeName(t)) + " sqrtm B=" + std::to_string(B) + " C=" + std::to_string(C);
+  for (const Variant& v : variants()) {
+    const SqrtmOptions o = resolveOptions(v.raw, t, C);
+    Buffer sc, sg;
+    std::shared_ptr<State> stc, stg;
+    if (!sameOutcome(tag + " " + v.label, [&](Backend& be, int side) {
+          (side == 0 ? stc : stg) = be.sqrtm(a, B, C, o, side == 0 ? sc : sg);
+        }, cpu, gpu, false))
+      continue;
+    record(tag + " " + v.label + " forward", relDiff(sc, sg), tolFor(t, o.precision, false), true);
+    Buffer dS = randomBuffer(t, sc.size(), rng, false), gc, gg;
+    if (sameOutcome(tag + " " + v.label + " backward", [&](Backend& be, int side) {
+          (side == 0 ? gc : gg) = be.backward(*(side == 0 ? stc : stg), dS);
+        }, cpu, gpu))
+      record(tag + " " + v.label + " backward", relDiff(gc, gg), tolFor(t, o.precision, true), true);
+  }
+}
+
+void elementaryChecks(Backend& cpu, Backend& gpu, DType t, Rng& rng) {
+  const int B = 3, C = 37;
+  const std::string tag = dtypeName(t);
+  const Buffer s = randomBuffer(t, static_cast<std::size_t>(B) * C * C, rng, false);
+  Buffer yc, yg;
+  if (sameOutcome(tag + " triuvec", [&](Backend& be, int side) { (side == 0 ? yc : yg) = be.triuvec(s, B, C); }, cpu, gpu))
+    record(tag + " triuvec (exact)", relDiff(yc, yg), 0, true);
+  Buffer uc, ug;
+  if (sameOutcome(tag + " triuvecBackward", [&](Backend& be, int side) { (side == 0 ? uc : ug) = be.triuvecBackward(yc, B, C); }, cpu, gpu))
+    record(tag + " triuvecBackward (exact)", relDiff(uc, ug), 0, true);
+
+  // eigh: eigenvalues to rounding; eigenvectors are defined up to sign, so check U diag(l) U^T = A.
+  for (int n : {12, 48}) {
+    const Buffer a = spdBatch(t, B, n, 2 * n, 0.1, rng);
+    Buffer vc, vg, uc2, ug2;
+    if (!sameOutcome(tag + " eigh n=" + std::to_string(n), [&](Backend& be, int side) {
+          if (side == 0) be.eigh(a, B, n, vc, uc2);
+          else be.eigh(a, B, n, vg, ug2);
+        }, cpu, gpu, false))
+      continue;
+    record(tag + " eigh n=" + std::to_string(n) + " values", relDiff(vc, vg), t == DType::F32 ? 1e-5 : 1e-12, true);
+    double worst = 0, scale = 0;
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j < n; ++j) {
+          double r = 0;
+          for (int k = 0; k < n; ++k) {
+            const std::size_t base = static_cast<std::size_t>(b) * n * n;
+            r += at(ug2, base + i * n + k) * at(vg, static_cast<std::size_t>(b) * n + k) * at(ug2, base + j * n + k);
+          }
+          const double want = at(a, (static_cast<std::size_t>(b) * n + i) * n + j);
+          worst = std::max(worst, std::fabs(r - want));
+          scale = std::max(scale, std::fabs(want));
+        }
+    record(tag + " eigh n=" + std::to_string(n) + " U diag(l) U^T = A (cuda)", worst / scale, t == DType::F32 ? 1e-5 : 1e-12, true);
+  }
+
+  // Coefficient matrices: same eigenvalues, same formulas, the same bits (ties included).
+  std::vector<double> lv;
+  for (int i = 0; i < C; ++i) lv.push_back(i < 9 ? 2.220446049250313e-16 : 0.05 * i + (i % 5 == 0 ? 0 : 1e-3 * i));
+  std::sort(lv.begin(), lv.end());
+  Buffer l(DType::F64, static_cast<std::size_t>(B) * C);
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < C; ++i) put(l, static_cast<std::size_t>(b) * C + i, lv[i] * (1 + b));
+  for (const Variant& v : variants()) {
+    SqrtmOptions o = resolveOptions(v.raw, DType::F64, C);
+    if (!usesEigenForward(o.method) || o.method == Method::SVD_NEWTON) continue;
+    for (bool replace : {false, true}) {
+      Buffer fc, fg;
+      const std::string name = "coefficients " + v.label + (replace ? " replaced" : " raw");
+      if (sameOutcome(name, [&](Backend& be, int side) { (side == 0 ? fc : fg) = be.coefficients(l, B, C, o, replace); }, cpu, gpu)) {
+        // Bitwise: NaN == NaN, +-inf equal to themselves.
+        std::size_t differ = 0;
+        for (std::size_t i = 0; i < fc.size(); ++i) {
+          const double x = fc.as<double>()[i], y = fg.as<double>()[i];
+          if (!(x == y || (std::isnan(x) && std::isnan(y)))) ++differ;
+        }
+        record(name + " (exact; entries differing)", static_cast<double>(differ), 0, true);
+      }
+    }
+  }
+}
+
+void errorChecks(Backend& cpu, Backend& gpu, DType t, Rng& rng) {
+  const std::string tag = dtypeName(t);
+  const Dims d{3, 10, 12};
+  Buffer x = randomBuffer(t, static_cast<std::size_t>(d.B) * d.C * d.N, rng, true);
+  put(x, static_cast<std::size_t>(d.C) * d.N + 5, NAN);  // item 1
+  Buffer y;
+  const SqrtmOptions ns = resolveOptions(rawOf("ns"), t, d.C);
+  sameOutcome(tag + " NaN features (item 1)", [&](Backend& be, int side) { be.layer(x, d, ns, true, y); }, cpu, gpu);
+
+  Buffer a = spdBatch(t, 2, 6, 12, 0.1, rng);
+  put(a, 36 + 1 * 6 + 4, at(a, 36 + 1 * 6 + 4) + 1.0);  // item 1: A[1][4] != A[4][1]
+  const SqrtmOptions svd = resolveOptions(rawOf("svd"), t, 6);
+  sameOutcome(tag + " asymmetric matrix (item 1)", [&](Backend& be, int side) { be.sqrtm(a, 2, 6, svd, y); }, cpu, gpu);
+
+  Buffer z(t, 2 * 36);
+  for (std::size_t i = 0; i < z.size(); ++i) put(z, i, 0.0);
+  sameOutcome(tag + " zero matrix under trace normalization", [&](Backend& be, int side) { be.sqrtm(z, 2, 6, ns, y); }, cpu, gpu);
+
+  const Buffer good = spdBatch(t, 2, 6, 12, 0.1, rng);
+  Buffer sc, sg;
+  auto stc = cpu.sqrtm(good, 2, 6, svd, sc);
+  auto stg = gpu.sqrtm(good, 2, 6, svd, sg);
+  Buffer dS = randomBuffer(t, sc.size(), rng, false);
+  put(dS, 40, INFINITY);  // item 1
+  sameOutcome(tag + " infinite gradient (item 1)", [&](Backend& be, int side) { be.backward(*(side == 0 ? stc : stg), dS); }, cpu, gpu);
+}
+
+void bench(Backend& gpu) {
+  Rng rng;
+  const Dims d{128, 256, 196};
+  const Buffer x = randomBuffer(DType::F32, static_cast<std::size_t>(d.B) * d.C * d.N, rng, true);
+  for (const char* m : {"ns", "svd-pade", "svd-lyap", "mpa-lya"}) {
+    const SqrtmOptions o = resolveOptions(rawOf(m), DType::F32, d.C);
+    std::vector<double> ms;
+    for (int rep = 0; rep < 7; ++rep) {
+      Buffer y;
+      const auto t0 = std::chrono::steady_clock::now();
+      auto st = gpu.layer(x, d, o, true, y);
+      gpu.backward(*st, y);  // any gradient of the right shape will do
+      const auto t1 = std::chrono::steady_clock::now();
+      if (rep >= 2) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    }
+    std::sort(ms.begin(), ms.end());
+    std::printf("BENCH gpu-l B=128 C=256 N=196 float32 %-10s fwd+bwd median %.2f ms (host copies included)\n", m, ms[ms.size() / 2]);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool doBench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
+  cpu::configureBlasThreads();
+  Backend& cpu = cpuBackend();
+#ifdef COVPOOL_CUDA_TEST_SELF_CHECK
+  Backend& gpu = cpuBackend();
+  std::printf("self-check: the CPU backend against itself (no CUDA)\n");
+#else
+  const int count = cudaDeviceCount();
+  std::printf("CUDA devices: %d\n", count);
+  if (count == 0) {
+    std::printf("FAIL  no CUDA device visible\n");
+    return 1;
+  }
+  Backend& gpu = cudaBackend(0);
+#endif
+  Rng rng;
+  const Shape shapes[] = {
+      {"layer B=3 C=24 N=64 (syevj)", 3, 24, 64, false},
+      {"layer B=2 C=48 N=96 (Xsyev)", 2, 48, 96, false},
+      {"layer B=4 C=16 N=8 singular (syevj)", 4, 16, 8, true},
+      {"layer B=3 C=40 N=20 singular (Xsyev)", 3, 40, 20, true},
+  };
+  for (DType t : {DType::F64, DType::F32}) {
+    try {
+      elementaryChecks(cpu, gpu, t, rng);
+      errorChecks(cpu, gpu, t, rng);
+      sqrtmChecks(cpu, gpu, t, 3, 10, rng);
+      sqrtmChecks(cpu, gpu, t, 2, 45, rng);
+      for (const Shape& sh : shapes) layerChecks(cpu, gpu, t, sh, rng);
+    } catch (const std::exception& e) {
+      ++failures;
+      std::printf("FAIL  %s: unexpected exception: %s\n", dtypeName(t), e.what());
+    }
+  }
+  if (doBench) bench(gpu);
+  std::printf("covpool_cuda_test: %d checks, %d failing\n", checks, failures);
+  return failures ? 1 : 0;
+}

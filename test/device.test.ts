@@ -1,0 +1,65 @@
+// Device selection. On a machine without the CUDA backend (CI, this project's dev machines) it
+// checks that 'cpu' and 'auto' run on the CPU and that asking for CUDA is a clear error. Where the
+// binary has the CUDA backend and a GPU exists, it checks CUDA against the CPU on random and
+// near-singular inputs (N < C, ties) for every method and both dtypes.
+import { CovPoolLayer, METHODS, Tensor, backendInfo, sqrtmBackwardSync, sqrtmSync } from '../lib';
+import { expectThrow, reluFeatures, relErr, withSpectrum } from './helpers';
+
+const info = backendInfo();
+const gpu = info.cuda && info.cudaDevices > 0;
+if (!gpu)
+  console.log(`test/device.test.ts: CUDA agreement tests skipped (CUDA backend built: ${info.cuda}, CUDA devices: ${info.cudaDevices})`);
+
+describe('device option', () => {
+  const x = reluFeatures(2, 8, 5, 3);
+
+  test("'cpu' (the default) and 'auto' without a GPU run on the CPU; the state records it", () => {
+    expect(new CovPoolLayer('svd').forwardSync(x).state.device).toBe('cpu');
+    expect(new CovPoolLayer({ method: 'svd', device: 'cpu' }).forwardSync(x).state.device).toBe('cpu');
+    const auto = new CovPoolLayer({ method: 'ns', device: 'auto' }).forwardSync(x);
+    expect(auto.state.device).toBe(gpu ? expect.stringMatching(/^cuda/) : 'cpu');
+  });
+
+  test('a malformed device is a RangeError naming the allowed values', () => {
+    expectThrow(() => new CovPoolLayer({ method: 'svd', device: 'gpu' as never }), 'RangeError', /'cpu', 'cuda', 'cuda:N' or 'auto', got 'gpu'/);
+  });
+
+  (info.cuda ? test.skip : test)('asking for CUDA from a binary without the CUDA backend says so', () => {
+    for (const device of ['cuda', 'cuda:0', 'cuda:3'] as const) {
+      expectThrow(() => new CovPoolLayer({ method: 'svd', device }).forwardSync(x), 'Error', /built without the CUDA backend/);
+      expectThrow(() => sqrtmSync(new Tensor(new Float64Array([2, 0, 0, 3]), [1, 2, 2]), { method: 'ns', device }), 'Error', /built without the CUDA backend/);
+    }
+  });
+});
+
+(gpu ? describe : describe.skip)('CUDA agrees with the CPU', () => {
+  const cases: Array<[string, Tensor]> = [
+    ['ReLU features, N < C', reluFeatures(4, 32, 12, 11)],
+    ['ReLU features, N > C', reluFeatures(4, 16, 49, 12)],
+  ];
+  for (const method of METHODS)
+    for (const dtype of ['float32', 'float64'] as const)
+      test.each(cases)(`${method} ${dtype}: layer forward and backward, %s`, (_name, x64) => {
+        const x = dtype === 'float64' ? x64 : new Tensor(Float32Array.from(x64.data), x64.shape);
+        const cpu = new CovPoolLayer({ method, device: 'cpu' });
+        const cuda = new CovPoolLayer({ method, device: 'cuda' });
+        const a = cpu.forwardSync(x), b = cuda.forwardSync(x);
+        expect(b.state.device).toMatch(/^cuda/);
+        const tol = dtype === 'float64' && method !== 'ns' && method !== 'mpa-lya' ? 1e-9 : 1e-4;
+        expect(relErr(b.output.data, a.output.data)).toBeLessThan(tol);
+        const dy = new Tensor(x.dtype === 'float32' ? new Float32Array(a.output.size).fill(0.01) : new Float64Array(a.output.size).fill(0.01), a.output.shape);
+        const ga = cpu.backwardSync(a.state, dy), gb = cuda.backwardSync(b.state, dy);
+        expect(gb.data.every(Number.isFinite)).toBe(true);
+        expect(relErr(gb.data, ga.data)).toBeLessThan(method === 'svd' || method === 'svd-topn' || method === 'svd-pade' ? 1e-2 : tol * 10);
+      });
+
+  test('sqrtm with tied eigenvalues: forward equal, gradients finite', () => {
+    const a = new Tensor(withSpectrum([1, 1, 1, 0.5, 0.5, 0.1], 5), [1, 6, 6]);
+    for (const method of METHODS) {
+      const r = sqrtmSync(a, { method, device: 'cuda' } as never);
+      const ref = sqrtmSync(a, method);
+      expect(relErr(r.output.data, ref.output.data)).toBeLessThan(1e-6);
+      expect(sqrtmBackwardSync(r.state, new Tensor(new Float64Array(36).fill(1), [1, 6, 6])).data.every(Number.isFinite)).toBe(true);
+    }
+  });
+});
