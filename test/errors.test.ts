@@ -271,7 +271,7 @@ describe('methods and options', () => {
     bad('unknown method in an object', { method: 'eig' }, 'RangeError', /unknown method 'eig'/),
     bad('missing method', { iterations: 3 }, 'RangeError', /unknown method 'undefined'/),
     bad('null spec', null, 'TypeError', /a method must be a name or an options object/),
-    bad('degree for ns', { method: 'ns', degree: 3 }, 'RangeError', /option 'degree' does not apply to method 'ns' \(its options: precision, normalization, eps, iterations\)/),
+    bad('degree for ns', { method: 'ns', degree: 3 }, 'RangeError', /option 'degree' does not apply to method 'ns' \(its options: precision, normalization, eps, device, iterations\)/),
     bad('kappa for svd', { method: 'svd', kappa: 1 }, 'RangeError', /option 'kappa' does not apply to method 'svd'/),
     bad('iterations for svd-pade', { method: 'svd-pade', iterations: 3 }, 'RangeError', /option 'iterations' does not apply to method 'svd-pade'/),
     bad('misspelt option', { method: 'ns', iteration: 5 }, 'RangeError', /option 'iteration' does not apply to method 'ns'/),

@@ -111,6 +111,8 @@ export interface CovPoolStats {
   nonFiniteBackward: number;
   /** NaN / +-Infinity entries over all those gradients. */
   nonFiniteEntries: number;
+  /** The largest finite |entry| of any feature gradient: how large the gradients got. */
+  maxAbsGradient: number;
   /** Backward states held now, waiting for a gradient (0 outside a gradient computation). */
   pendingStates: number;
 }
@@ -127,10 +129,16 @@ function toLocalFloat32(a: ArrayLike<number>): Float32Array {
   return a instanceof Float32Array ? a : Float32Array.from(a);
 }
 
-function countNonFinite(a: ArrayLike<number>): number {
-  let n = 0;
-  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) n++;
-  return n;
+/** Non-finite entries, and the largest finite magnitude. */
+function scan(a: ArrayLike<number>): { bad: number; max: number } {
+  let bad = 0;
+  let max = 0;
+  for (let i = 0; i < a.length; i++) {
+    const v = a[i];
+    if (!Number.isFinite(v)) bad++;
+    else if (Math.abs(v) > max) max = Math.abs(v);
+  }
+  return { bad, max };
 }
 
 /**
@@ -151,7 +159,7 @@ export class CovPoolOp {
   readonly covpool: CovPoolLayer;
   readonly dataFormat: 'channelsLast' | 'channelsFirst';
   private pending = new Set<Pending>();
-  private counters = { forward: 0, backward: 0, nonFiniteBackward: 0, nonFiniteEntries: 0 };
+  private counters = { forward: 0, backward: 0, nonFiniteBackward: 0, nonFiniteEntries: 0, maxAbsGradient: 0 };
 
   constructor(config: Method | CovPoolConfig = 'ns') {
     const { method, vectorize, dataFormat } = splitConfig(config);
@@ -176,7 +184,7 @@ export class CovPoolOp {
     return { ...this.counters, pendingStates: this.pending.size };
   }
   resetStats(): void {
-    this.counters = { forward: 0, backward: 0, nonFiniteBackward: 0, nonFiniteEntries: 0 };
+    this.counters = { forward: 0, backward: 0, nonFiniteBackward: 0, nonFiniteEntries: 0, maxAbsGradient: 0 };
   }
 
   /** Output shape for an input shape (entries may be null for unknown batch size). */
@@ -240,7 +248,8 @@ export class CovPoolOp {
     try {
       const g = this.covpool.backwardSync(entry.state, { data: dy.dataSync() as Float32Array, shape: dy.shape });
       this.counters.backward++;
-      const bad = countNonFinite(g.data);
+      const { bad, max } = scan(g.data);
+      this.counters.maxAbsGradient = Math.max(this.counters.maxAbsGradient, max);
       if (bad > 0) {
         this.counters.nonFiniteBackward++;
         this.counters.nonFiniteEntries += bad;
@@ -314,7 +323,11 @@ export interface CovPoolLayerClass {
   readonly className: string;
 }
 
-const ADAPTER_KEYS = new Set(['method', 'precision', 'normalization', 'eps', 'iterations', 'kappa', 'n', 'degree', 'p', 'q', 'vectorize', 'dataFormat']);
+// The arguments tf.layers.Layer takes (LayerArgs) go to it; everything else is covpool's. So a
+// misspelt option ('iteration') is an error naming the method's options, not silently ignored.
+const LAYER_KEYS = new Set(['inputShape', 'batchInputShape', 'batchSize', 'dtype', 'name', 'trainable', 'weights', 'inputDType']);
+// Added to every config by tfjs-layers' deserializer (models.modelFromJSON, loadLayersModel).
+const DESERIALIZER_KEYS = new Set(['customObjects']);
 
 function defineLayer(layers: TfLayers): CovPoolLayerClass {
   class CovPool extends layers.layers.Layer {
@@ -324,7 +337,7 @@ function defineLayer(layers: TfLayers): CovPoolLayerClass {
     constructor(args: CovPoolLayerArgs = {}) {
       const base: Record<string, unknown> = {};
       const own: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(args ?? {})) (ADAPTER_KEYS.has(k) ? own : base)[k] = v;
+      for (const [k, v] of Object.entries(args ?? {})) if (!DESERIALIZER_KEYS.has(k)) (LAYER_KEYS.has(k) ? base : own)[k] = v;
       super(base as LayerArgs);
       this.op = new CovPoolOp(own as CovPoolConfig);
     }
