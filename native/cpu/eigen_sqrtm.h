@@ -57,69 +57,91 @@ template <class T> void replaceNonFinite(T* f, int n) {
   }
 }
 
-// Horner evaluation of sum_{k=0}^{deg} c_k r^k (c == nullptr: all ones, i.e. the geometric sum).
-template <class T> inline T polyval(const double* c, int deg, T r) {
-  T acc = c ? static_cast<T>(c[deg]) : T(1);
-  for (int k = deg - 1; k >= 0; --k) acc = acc * r + (c ? static_cast<T>(c[k]) : T(1));
-  return acc;
-}
-
-// P(r)/Q(r) for svd-pade. Near r = 1 the computed Q(r) is pure rounding noise (its exact value
-// tends to 0: the approximant has the pole of 1/(1-r)); when |Q(r)| is below the Horner error
-// bound 2 (L+1) u sum |q_k| r^k we return the pole itself (+-inf), so that ties get the `svd`
-// replacement rule instead of a noise value like 1e17 whose size depends on rounding.
-template <class T> inline T padeRatio(const PadeCoefficients& c, T r) {
-  const int L = static_cast<int>(c.q.size()) - 1;
-  const T num = polyval<T>(c.p.data(), L, r);
-  const T den = polyval<T>(c.q.data(), L, r);
-  T absDen = std::fabs(static_cast<T>(c.q[L]));
-  for (int k = L - 1; k >= 0; --k) absDen = absDen * r + std::fabs(static_cast<T>(c.q[k]));
-  const T bound = T(2) * (L + 1) * std::numeric_limits<T>::epsilon() * absDen;
-  if (std::fabs(den) <= bound) return num >= 0 ? std::numeric_limits<T>::infinity() : -std::numeric_limits<T>::infinity();
-  return num / den;
-}
-
 // Fills F (n x n), F_ij = coefficient of u_i in the derivative of u_j, i != j; F_ii = 0.
 // `replace` = false skips the non-finite replacement (for analysis of the raw coefficients).
+//
+// The series methods (taylor, pade, pi) evaluate a polynomial of degree up to ~100 per entry. Both
+// entries of a pair {i, j} use the same ratio, so each series is evaluated once per pair, and the
+// Horner recurrences of one row's pairs run side by side (degree loop outside, pairs inside): the
+// pairs are independent, so the inner loop vectorizes instead of waiting on one dependent chain.
+// Every entry still goes through exactly the same operations, in the same order, as one scalar
+// Horner evaluation would (the CUDA kernels mirror this arithmetic).
 template <class T> void fillF(const SqrtmOptions& o, const T* l, T* F, int n, const PadeCoefficients* pade, bool replace = true) {
-  const int D = o.degree, T_ = o.iterations;
-  for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < n; ++j) {
-      T v = 0;
-      if (i != j) {
-        const T li = l[i], lj = l[j];
-        switch (o.method) {
-          case Method::SVD:
-          case Method::SVD_TOPN:
-          case Method::SVD_NEWTON:  // (not used: svd-newton has its own backward)
-            v = T(1) / (lj - li);
-            break;
-          case Method::SVD_TRUNC:
-            v = std::clamp(T(1) / (lj - li), static_cast<T>(-o.kappa), static_cast<T>(o.kappa));
-            break;
-          case Method::SVD_TAYLOR:
-          case Method::SVD_PADE: {
-            // K_ji = 1/(l_j - l_i) = s / big * 1/(1 - r),  r = small/big in [0, 1]
-            const T big = std::max(li, lj), r = std::min(li, lj) / big;
-            const T sgn = lj >= li ? T(1) : T(-1);
-            const T series = o.method == Method::SVD_TAYLOR ? polyval<T>(nullptr, D, r) : padeRatio(*pade, r);
-            v = sgn / big * series;
-            break;
+  for (int i = 0; i < n; ++i) F[i * n + i] = T(0);
+  if (o.method == Method::SVD || o.method == Method::SVD_TOPN || o.method == Method::SVD_NEWTON || o.method == Method::SVD_TRUNC) {
+    // svd-newton never gets here (it has its own backward); listed so F is defined for it.
+    const bool clip = o.method == Method::SVD_TRUNC;
+    const T kappa = static_cast<T>(o.kappa);
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) {
+        if (i == j) continue;
+        const T v = T(1) / (l[j] - l[i]);
+        F[i * n + j] = clip ? std::clamp(v, -kappa, kappa) : v;
+      }
+  } else {
+    // Scratch for one row's pairs (i, j > i), indexed t = j - i - 1.
+    Vec<T> r(n), big(n), acc(n), acc2(n), acc3(n);
+    const int D = o.degree, T_ = o.iterations;
+    Vec<T> pc, qc, qa;  // Pade coefficients in T, and |q_k|
+    if (o.method == Method::SVD_PADE) {
+      for (double v : pade->p) pc.push_back(static_cast<T>(v));
+      for (double v : pade->q) { qc.push_back(static_cast<T>(v)); qa.push_back(std::fabs(static_cast<T>(v))); }
+    }
+    for (int i = 0; i < n - 1; ++i) {
+      const int cnt = n - i - 1;
+      const T li = l[i];
+      const T* lj = l + i + 1;
+      if (o.method == Method::SVD_PI) {
+        // T power-iteration steps with deflation from the largest eigenvalue down (larger index =
+        // deflated earlier). Linearizing at the converged vectors gives, with S_m(x) = sum_{k<m} x^k
+        // and x = l_i / l_j (i < j): u_i in du_j = S_T(x) / l_j (u_i not yet deflated) and
+        // u_j in du_i = -S_{T-1}(x) / l_j (u_j deflated: the deflation term cancels the first
+        // power). Exact: 1/(l_j - l_i) and 1/(l_i - l_j), the T -> infinity limits.
+        for (int t = 0; t < cnt; ++t) { r[t] = li / lj[t]; acc[t] = T(1); }
+        for (int k = 0; k < T_ - 2; ++k)
+          for (int t = 0; t < cnt; ++t) acc[t] = acc[t] * r[t] + T(1);  // -> S_{T-1}
+        for (int t = 0; t < cnt; ++t) {
+          const int j = i + 1 + t;
+          F[j * n + i] = T_ >= 2 ? -acc[t] / lj[t] : T(0);
+          const T sT = T_ >= 2 ? acc[t] * r[t] + T(1) : T(1);  // S_T = x S_{T-1} + 1
+          F[i * n + j] = sT / lj[t];
+        }
+        continue;
+      }
+      // taylor / pade: K_ji = 1/(l_j - l_i) = s / big * 1/(1 - r),  r = small / big in [0, 1]
+      for (int t = 0; t < cnt; ++t) {
+        big[t] = std::max(li, lj[t]);
+        r[t] = std::min(li, lj[t]) / big[t];
+      }
+      if (o.method == Method::SVD_TAYLOR) {
+        for (int t = 0; t < cnt; ++t) acc[t] = T(1);
+        for (int k = D - 1; k >= 0; --k)
+          for (int t = 0; t < cnt; ++t) acc[t] = acc[t] * r[t] + T(1);
+      } else {
+        // P(r)/Q(r). Near r = 1 the computed Q(r) is rounding noise (its exact value tends to 0:
+        // the approximant has the pole of 1/(1-r)); where |Q(r)| is below the Horner error bound
+        // 2 (L+1) u sum |q_k| r^k we return the pole itself (+-inf), so ties get the `svd`
+        // replacement rule instead of a noise value like 1e17 whose size depends on rounding.
+        const int L = static_cast<int>(qc.size()) - 1;
+        for (int t = 0; t < cnt; ++t) { acc[t] = pc[L]; acc2[t] = qc[L]; acc3[t] = qa[L]; }
+        for (int k = L - 1; k >= 0; --k)
+          for (int t = 0; t < cnt; ++t) {
+            acc[t] = acc[t] * r[t] + pc[k];
+            acc2[t] = acc2[t] * r[t] + qc[k];
+            acc3[t] = acc3[t] * r[t] + qa[k];
           }
-          case Method::SVD_PI: {
-            // T power-iteration steps with deflation from the largest eigenvalue down (larger index
-            // = deflated earlier). Linearizing at the converged vectors gives, with
-            // S_m(x) = sum_{k<m} x^k:  u_i in du_j = S_T(l_i/l_j)/l_j if u_i is not yet deflated
-            // (i < j), and -S_{T-1}(l_j/l_i)/l_i if it is (i > j; the deflation term cancels the
-            // first power). Exact: 1/(l_j - l_i), the T -> infinity limit of both.
-            if (i < j) v = polyval<T>(nullptr, T_ - 1, li / lj) / lj;
-            else v = T_ >= 2 ? -polyval<T>(nullptr, T_ - 2, lj / li) / li : T(0);
-            break;
-          }
-          default: break;
+        const T inf = std::numeric_limits<T>::infinity();
+        for (int t = 0; t < cnt; ++t) {
+          const T bound = T(2) * (L + 1) * std::numeric_limits<T>::epsilon() * acc3[t];
+          acc[t] = std::fabs(acc2[t]) <= bound ? (acc[t] >= 0 ? inf : -inf) : acc[t] / acc2[t];
         }
       }
-      F[i * n + j] = v;
+      for (int t = 0; t < cnt; ++t) {
+        const int j = i + 1 + t;
+        const T sji = lj[t] >= li ? T(1) : T(-1), sij = li >= lj[t] ? T(1) : T(-1);
+        F[i * n + j] = sji / big[t] * acc[t];
+        F[j * n + i] = sij / big[t] * acc[t];
+      }
     }
   }
   if (replace && (o.method == Method::SVD || o.method == Method::SVD_TOPN || o.method == Method::SVD_PADE))
