@@ -4,7 +4,7 @@
 // floor. Optionally compares with a JSON written by a PyTorch reference run in the same session.
 //
 //   node dist/bench/cpu.js [--workloads cpu-l,cpu-s] [--methods ns,svd,...] [--repeats 9]
-//                          [--warmup 2] [--inputs 4] [--out file.json] [--anchor torch.json]
+//                          [--warmup 3] [--warmup-ms 500] [--inputs 4] [--out file.json] [--anchor torch.json]
 //                          [--gemm-rate-f32 180] [--gemm-rate-f64 100] [--no-pieces]
 //
 // Threads: set COVPOOL_NUM_THREADS (default: the core count). GEMM rates (GFLOP/s) can also come
@@ -44,6 +44,7 @@ interface Args {
   methods: Method[];
   repeats: number;
   warmup: number;
+  warmupMs: number;
   inputs: number;
   out: string;
   anchor?: string;
@@ -56,7 +57,9 @@ const USAGE = `usage: node dist/bench/cpu.js [options]
   --workloads LIST   comma-separated: cpu-l, cpu-s or BxCxN (default cpu-l,cpu-s)
   --methods LIST     comma-separated methods (default: all ${METHODS.length})
   --repeats N        timed repeats per method and workload, >= 5 (default 9)
-  --warmup N         untimed warm-up runs (default 2)
+  --warmup N         untimed warm-up runs, at least (default 3)
+  --warmup-ms MS     and warm-up for at least this long (default 500; allocators need a few dozen
+                     calls to reach the steady state of a training loop)
   --inputs N         distinct input sets cycled through the runs (default 4)
   --out FILE         JSON output (default bench/results/tmp-cpu-<date>.json)
   --anchor FILE      JSON of the PyTorch anchor (bench_torch.py) run in the same session
@@ -89,7 +92,8 @@ function parseArgs(argv: string[]): Args {
     workloads: [WORKLOADS['cpu-l'], WORKLOADS['cpu-s']],
     methods: [...METHODS],
     repeats: 9,
-    warmup: 2,
+    warmup: 3,
+    warmupMs: 500,
     inputs: 4,
     out: path.join('bench', 'results', `tmp-cpu-${today}.json`),
     gemmRateF32: process.env.COVPOOL_BENCH_GEMM_F32 ? positiveNumber(process.env.COVPOOL_BENCH_GEMM_F32, 'COVPOOL_BENCH_GEMM_F32') : 180,
@@ -119,6 +123,12 @@ function parseArgs(argv: string[]): Args {
         const v = val();
         a.warmup = Number(v);
         if (!Number.isInteger(a.warmup) || a.warmup < 0) die(`--warmup must be a non-negative integer, got '${v}'`);
+        break;
+      }
+      case '--warmup-ms': {
+        const v = val();
+        a.warmupMs = Number(v);
+        if (!Number.isFinite(a.warmupMs) || a.warmupMs < 0) die(`--warmup-ms must be a non-negative number, got '${v}'`);
         break;
       }
       case '--inputs':
@@ -234,15 +244,25 @@ function round(x: number, digits = 4): number {
   return Math.round(x * f) / f;
 }
 
+interface Warmup {
+  runs: number; // at least this many untimed runs
+  ms: number; // and at least this long
+}
+
 /**
  * Runs `step(set)` warmup + repeats times, cycling through the input sets so consecutive runs
  * never see the same data. `step` returns the timed phases of one run in ms.
  */
-function timeSteps(sets: number, warmup: number, repeats: number, step: (set: number) => number[]): Stats[] {
-  for (let i = 0; i < warmup; i++) step(i % sets);
+function timeSteps(sets: number, warmup: Warmup, repeats: number, step: (set: number) => number[]): Stats[] {
+  // Warm-up by count and by time: allocation paths (glibc's adaptive mmap threshold, V8 freeing
+  // output buffers at GC) take a few dozen calls to settle into what a training loop sees.
+  const w0 = now();
+  let i = 0;
+  for (; i < warmup.runs || (now() - w0 < warmup.ms && i < 200); i++) step(i % sets);
+  warmup = { ...warmup, runs: i };
   const phases: number[][] = [];
   for (let r = 0; r < repeats; r++) {
-    const t = step((warmup + r) % sets);
+    const t = step((warmup.runs + r) % sets);
     t.forEach((v, i) => (phases[i] ??= []).push(v));
   }
   return phases.map(stats);
@@ -423,6 +443,31 @@ function printTable(rows: Row[], workloads: Workload[], methods: string[], haveA
   if (haveAnchor) console.log('ratio = anchor ms / ours (higher is better; target >= 2x; "<2" marks a miss)');
 }
 
+// ---- machine state ----------------------------------------------------------------------------
+
+/** Linux CPU pressure (share of time some task waited for a CPU): other load on a shared machine. */
+function cpuPressure(): string | null {
+  try {
+    return fs.readFileSync('/proc/pressure/cpu', 'utf8').split('\n')[0] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** The addon binary this run loaded (node-gyp-build or COVPOOL_ADDON decides which) and its hash. */
+function addonInfo(): { file: string; sha256: string; mtime: string } | null {
+  const file = Object.keys(require.cache).find((k) => k.endsWith('.node'));
+  if (!file) return null;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const crypto = require('crypto') as typeof import('crypto');
+    const data = fs.readFileSync(file);
+    return { file, sha256: crypto.createHash('sha256').update(data).digest('hex'), mtime: fs.statSync(file).mtime.toISOString() };
+  } catch {
+    return { file, sha256: '?', mtime: '?' };
+  }
+}
+
 // ---- main -----------------------------------------------------------------------------------
 
 function main(): void {
@@ -430,14 +475,18 @@ function main(): void {
   const anchor = args.anchor ? loadAnchor(args.anchor) : undefined;
   const info = backendInfo();
   const cpus = os.cpus();
+  const loadStart = os.loadavg();
+  const pressureStart = cpuPressure();
   console.log(
     `covpool CPU bench: backend ${info.backend}, ${info.threads} threads (COVPOOL_NUM_THREADS=${process.env.COVPOOL_NUM_THREADS ?? 'unset'}), ` +
       `${cpus.length} x ${cpus[0]?.model ?? '?'}, node ${process.version}`,
   );
-  console.log(`repeats ${args.repeats} (median), warm-up ${args.warmup}, ${args.inputs} input sets; load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(`repeats ${args.repeats} (median), warm-up >= ${args.warmup} runs and >= ${args.warmupMs} ms, ${args.inputs} input sets; load average ${loadStart.map((l) => l.toFixed(2)).join(' ')}`);
+  if (loadStart[0] > 0.5) console.log(`note: the machine is not idle (1-min load ${loadStart[0].toFixed(2)}); timings and ratios may be disturbed`);
   if (anchor) console.log(`anchor: ${args.anchor} (torch ${anchor.torch ?? '?'}, ${anchor.device ?? '?'})`);
   else console.log('anchor: none (pass --anchor torch.json for ratios)');
 
+  const warm: Warmup = { runs: args.warmup, ms: args.warmupMs };
   const rows: Row[] = [];
   const pieces: Record<string, unknown>[] = [];
   const floors: NsFloor[] = [];
@@ -449,12 +498,12 @@ function main(): void {
     if (anchor && !aRow) console.log(`  (anchor has no row for ${w.name} B=${w.B} C=${w.C} N=${w.N})`);
 
     if (args.pieces) {
-      const [cf] = timeSteps(sets.length, args.warmup, args.repeats, (k) => {
+      const [cf] = timeSteps(sets.length, warm, args.repeats, (k) => {
         const t = now();
         covpoolSync(sets[k].x);
         return [now() - t];
       });
-      const [cfb, cb] = timeSteps(sets.length, args.warmup, args.repeats, (k) => {
+      const [cfb, cb] = timeSteps(sets.length, warm, args.repeats, (k) => {
         const t = now();
         covpoolSync(sets[k].x);
         const t1 = now();
@@ -467,12 +516,12 @@ function main(): void {
         s.a32 = a;
         s.a64 = new Tensor(Float64Array.from(a.data), a.shape);
       }
-      const [e32] = timeSteps(sets.length, args.warmup, args.repeats, (k) => {
+      const [e32] = timeSteps(sets.length, warm, args.repeats, (k) => {
         const t = now();
         eighSync(sets[k].a32!);
         return [now() - t];
       });
-      const [e64] = timeSteps(sets.length, args.warmup, args.repeats, (k) => {
+      const [e64] = timeSteps(sets.length, warm, args.repeats, (k) => {
         const t = now();
         eighSync(sets[k].a64!);
         return [now() - t];
@@ -528,7 +577,7 @@ function main(): void {
       };
       let total: Stats, fwd: Stats, bwd: Stats;
       try {
-        [total, fwd, bwd] = timeSteps(sets.length, args.warmup, args.repeats, (k) => {
+        [total, fwd, bwd] = timeSteps(sets.length, warm, args.repeats, (k) => {
           const t = now();
           const { state } = layer.forwardSync(sets[k].x);
           const t1 = now();
@@ -584,16 +633,17 @@ function main(): void {
   if (floors.length) {
     console.log('\nNewton-Schulz vs its GEMM floor (covariance syrk + backward GEMM + NS GEMMs at the given rate)');
     console.log(
-      pad('workload', 9, true) + pad('T', 3) + pad('GEMMs f/b', 11) + pad('GFLOP', 9) + pad('rate', 8) + pad('floor ms', 10) +
-        pad('ours ms', 10) + pad('GFLOP/s', 9) + pad('fwd', 8) + pad('bwd', 8) + pad('x floor', 9),
+      pad('workload', 9, true) + pad('T', 3) + pad('GEMMs f/b', 11) + pad('GFLOP', 9) + pad('rate', 7) + pad('floor ms', 10) +
+        pad('ours ms', 10) + pad('GFLOP/s', 9) + pad('fwd', 8) + pad('bwd', 8) + '  ' + pad('x floor', 12, true),
     );
     for (const f of floors)
       console.log(
         pad(f.workload, 9, true) + pad(String(f.iterations), 3) + pad(`${f.gemms_fwd}/${f.gemms_bwd}`, 11) + pad(f.gflop_total.toFixed(3), 9) +
-          pad(String(f.gemm_rate_gflops), 8) + pad(fmt(f.floor_ms, 2), 10) + pad(fmt(f.measured_ms, 2), 10) +
+          pad(String(f.gemm_rate_gflops), 7) + pad(fmt(f.floor_ms, 2), 10) + pad(fmt(f.measured_ms, 2), 10) +
           pad(f.achieved_gflops.toFixed(1), 9) + pad(f.achieved_fwd_gflops.toFixed(1), 8) + pad(f.achieved_bwd_gflops.toFixed(1), 8) +
-          pad(f.ratio_to_floor.toFixed(2) + (f.meets_target ? '' : ' >1.5'), 9),
+          '  ' + pad(f.ratio_to_floor.toFixed(2) + (f.meets_target ? '' : '  (>1.5)'), 12, true),
       );
+    console.log('rate = GFLOP/s assumed for the floor (--gemm-rate-f32/-f64); GFLOP/s = achieved by the layer (fwd / bwd: per phase)');
   }
 
   const result = {
@@ -607,12 +657,24 @@ function main(): void {
       total_mem_gb: round(os.totalmem() / 2 ** 30, 1),
       platform: `${os.platform()} ${os.release()} ${os.arch()}`,
       hostname: os.hostname(),
-      loadavg_start: os.loadavg(),
+      loadavg_start: loadStart,
+      loadavg_end: os.loadavg(),
+      cpu_pressure_start: pressureStart,
+      cpu_pressure_end: cpuPressure(),
     },
-    backend: { ...info, COVPOOL_NUM_THREADS: process.env.COVPOOL_NUM_THREADS ?? null },
+    backend: {
+      ...info,
+      addon: addonInfo(),
+      env: Object.fromEntries(
+        ['COVPOOL_NUM_THREADS', 'COVPOOL_ADDON', 'COVPOOL_HOST_CACHE_MB', 'OPENBLAS_CORETYPE', 'OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'GLIBC_TUNABLES']
+          .filter((k) => process.env[k] !== undefined)
+          .map((k) => [k, process.env[k]]),
+      ),
+    },
     settings: {
       repeats: args.repeats,
-      warmup: args.warmup,
+      warmup_runs_min: args.warmup,
+      warmup_ms_min: args.warmupMs,
       input_sets: args.inputs,
       features: 'float32, max(0, N(0,1)), [B, C, N]; output gradient N(0,1) [B, C(C+1)/2]; distinct seeds per set',
       gemm_rate_f32_gflops: args.gemmRateF32,
