@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 have_blas() {
-  [ -f /usr/include/lapacke.h ] && ls /usr/include/*/cblas.h /usr/include/cblas.h /usr/include/*/openblas*/cblas.h >/dev/null 2>&1 \
+  local h found=""
+  for h in /usr/include/cblas.h /usr/include/*/cblas.h /usr/include/*/openblas*/cblas.h; do [ -f "$h" ] && found=1; done
+  [ -n "$found" ] && [ -f /usr/include/lapacke.h ] \
     && ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so' && ldconfig -p 2>/dev/null | grep -q 'liblapacke\.so'
 }
 

@@ -11,7 +11,7 @@ import { eighSync, resolveOptions, sqrtmBackwardSync, sqrtmSync, Tensor } from '
 import { main, parseArgs } from '../lib/analysis/cli';
 import { controlledSpectrum, spdWithSpectrum, syntheticFeatures } from '../lib/analysis/data';
 import { randomSymmetric } from '../lib/analysis/linalg';
-import { relErr } from './helpers';
+import { reconstructFromEigen, relErr } from './helpers';
 
 const EPS32 = 2 ** -23;
 const EPS64 = 2 ** -52;
@@ -80,15 +80,7 @@ function covariance(x: ArrayLike<number>, off: number, C: number, N: number): Fl
 
 /** V diag(f(l)) V^T. */
 function spectralFunction(v: ArrayLike<number>, l: number[], f: (x: number) => number, n: number): Float64Array {
-  const d = l.map(f);
-  const out = new Float64Array(n * n);
-  for (let i = 0; i < n; i++)
-    for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let k = 0; k < n; k++) s += v[i * n + k] * d[k] * v[j * n + k];
-      out[i * n + j] = s;
-    }
-  return out;
+  return reconstructFromEigen(v, l.map(f), n);
 }
 
 /**
