@@ -32,6 +32,8 @@ interface Config {
   switchEpoch: number;
   out: string;
   quick: boolean;
+  /** File for the GCP-head inputs of the last run's trained model ('' = none). */
+  exportFeatures: string;
 }
 
 const HELP = `usage: node dist/examples/mnist-gcp.js [options]
@@ -50,6 +52,11 @@ const HELP = `usage: node dist/examples/mnist-gcp.js [options]
                     default: all,hybrid
   --switch-epoch E  epoch at which the hybrid run switches to svd-pade (default: 2/3 of the epochs)
   --out FILE        results JSON (default examples/results/mnist-<date>[-quick].json)
+  --export-features FILE
+                    after the last run, write what its trained model feeds the GCP head for 64 test
+                    digits, channels first, as {"shape": [64, C, 49], "data": [...]} (default
+                    examples/features/mnist-gcp-input.json; quick: none; 'none' to skip) — the input
+                    that \`npm run analyze\` picks up from examples/features/
   --quick           the small CI configuration`;
 
 function installed(name: string): boolean {
@@ -80,7 +87,7 @@ function parseArgs(argv: string[]): Config {
     if (value === undefined) throw new Error(`--${m[1]} needs a value`);
     flags.set(m[1], value);
   }
-  const known = ['epochs', 'train', 'test', 'batch', 'channels', 'lr', 'seed', 'backend', 'conv', 'methods', 'switch-epoch', 'out'];
+  const known = ['epochs', 'train', 'test', 'batch', 'channels', 'lr', 'seed', 'backend', 'conv', 'methods', 'switch-epoch', 'out', 'export-features'];
   for (const k of flags.keys()) if (!known.includes(k)) throw new Error(`unknown option --${k} (see --help)`);
   const int = (k: string, d: number, min = 1) => {
     const v = flags.has(k) ? Number(flags.get(k)) : d;
@@ -115,6 +122,9 @@ function parseArgs(argv: string[]): Config {
     switchEpoch: int('switch-epoch', Math.max(1, Math.round((2 * epochs) / 3)), 0),
     out: flags.get('out') ?? path.join(__dirname, '..', '..', 'examples', 'results', `mnist-${date}${quick ? '-quick' : ''}.json`),
     quick,
+    exportFeatures: ((f) => (f === 'none' ? '' : f))(
+      flags.get('export-features') ?? (quick ? 'none' : path.join(__dirname, '..', '..', 'examples', 'features', 'mnist-gcp-input.json')),
+    ),
   };
 }
 
@@ -309,7 +319,26 @@ function label(method: string, cfg: Config): string {
   return method === 'hybrid' ? `hybrid: ns, svd-pade from epoch ${cfg.switchEpoch + 1}` : method;
 }
 
-async function runOne(tf: typeof TF, cfg: Config, method: string, train: Digits, test: Digits): Promise<Row> {
+/**
+ * Writes what the trained model feeds its GCP head for the first 64 test digits, channels first
+ * ([B, C, 49]), for the analysis tool (`npm run analyze` reads examples/features/).
+ */
+function exportGcpInputs(tf: typeof TF, model: TF.Sequential, gcp: CovPoolLayerInstance, test: Digits, file: string): void {
+  const idx = model.layers.indexOf(gcp as unknown as TF.layers.Layer);
+  const head = tf.model({ inputs: model.inputs, outputs: model.layers[idx - 1].output as TF.SymbolicTensor });
+  const B = Math.min(64, test.labels.length);
+  const x = inputs(tf, subset(test, Array.from({ length: B }, (_, i) => i)));
+  const nhwc = head.predict(x) as TF.Tensor4D;                     // [B, 7, 7, C]
+  const [, h, w, c] = nhwc.shape;
+  const nchw = tf.transpose(nhwc, [0, 3, 1, 2]);                   // [B, C, 7, 7]
+  const data = Array.from(nchw.dataSync(), (v) => Number(v.toPrecision(7)));
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify({ source: `examples/mnist-gcp.ts, trained model, GCP-head input of ${B} test digits`, shape: [B, c, h * w], data }) + '\n');
+  console.log(`GCP-head inputs of the trained model written to ${path.relative(process.cwd(), file)} ([${B}, ${c}, ${h * w}])`);
+  tf.dispose([x, nhwc, nchw]);
+}
+
+async function runOne(tf: typeof TF, cfg: Config, method: string, train: Digits, test: Digits, exportTo = ''): Promise<Row> {
   const { model, gcp } = buildModel(tf, cfg, method);
   const schedule = method === 'hybrid' ? MethodSchedule.hybrid(cfg.switchEpoch, 'ns', 'svd-pade') : null;
   const xTest = inputs(tf, test);
@@ -355,6 +384,7 @@ async function runOne(tf: typeof TF, cfg: Config, method: string, train: Digits,
     row.error = (err as Error).message.split('\n')[0];
     process.stderr.write(`\n${row.method}: stopped: ${row.error}\n`);
   }
+  if (exportTo && !row.error) exportGcpInputs(tf, model, gcp, test, exportTo);
   const s = gcp.op.stats;
   row.nonFiniteGradSteps = s.nonFiniteBackward;
   row.nonFiniteGradEntries = s.nonFiniteEntries;
@@ -411,7 +441,8 @@ async function main(): Promise<void> {
   );
 
   const rows: Row[] = [];
-  for (const m of cfg.methods) rows.push(await runOne(tf, cfg, m, train, test));
+  for (const [i, m] of cfg.methods.entries())
+    rows.push(await runOne(tf, cfg, m, train, test, i === cfg.methods.length - 1 ? cfg.exportFeatures : ''));
 
   console.log('\n' + table(rows) + '\n');
   console.log(

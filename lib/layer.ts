@@ -22,7 +22,7 @@ export class CovPoolLayer {
     const { vectorize, ...spec } = obj;
     if (vectorize !== undefined && typeof vectorize !== 'boolean') throw new TypeError('covpool: vectorize must be a boolean');
     this.vectorize = vectorize ?? true;
-    this.opts = CovPoolLayer.checked(spec as unknown as MethodSpec);
+    this.opts = checkedMethodOptions(spec as unknown as MethodSpec);
   }
 
   /** The current method's options (as given; see `resolvedOptions` for the defaults filled in). */
@@ -35,7 +35,7 @@ export class CovPoolLayer {
 
   /** Switches the method (and its options) for the following steps; states already made keep theirs. */
   setMethod(spec: MethodSpec): this {
-    this.opts = CovPoolLayer.checked(spec);
+    this.opts = checkedMethodOptions(spec);
     return this;
   }
 
@@ -87,10 +87,6 @@ export class CovPoolLayer {
   private checkOwn(state: BackwardState): void {
     if (state instanceof BackwardState && state.kind === 'layer' && !this.own.has(state))
       throw new TypeError('covpool: this state was produced by another CovPoolLayer; pass it to the layer that made it');
-  }
-
-  private static checked(spec: MethodSpec): MethodOptions {
-    return checkedMethodOptions(spec);
   }
 }
 

@@ -65,9 +65,11 @@ template <class Ti, class Ts> class CpuState : public State {
     const std::size_t B = dims.B, mm = m();
     tau.resize(B);
     for (std::size_t b = 0; b < B; ++b) tau[b] = Ts(1);
-    if (keepsNormalized()) ahat.resize(B * mm);
+    if (keepsNormalized()) {
+      ahat.resize(B * mm);
+      shat.resize(B * mm);
+    }
     if (options.method == Method::SVD_NEWTON) araw.resize(B * mm);
-    if (keepsNormalized()) shat.resize(B * mm);
     if (usesEigenForward(options.method)) { w.resize(B * mm); lam.resize(B * dims.C); }
     if (options.method == Method::NS) tape.resize(B * mm * NsTape<Ts>::matricesNeeded(options.iterations));
     if (options.method == Method::SVD_PADE) {
