@@ -199,6 +199,18 @@ describe('zero and non-symmetric matrices', () => {
     expectThrow(() => sqrtmSync(new Tensor(data, [3, 4, 4]), 'ns'), 'Error', /^covpool: batch item 2: cannot normalize/);
   });
 
+  // Items run in parallel; when several fail, the lowest one is reported, whatever the timing.
+  test('with several failing items the lowest one is named, every time', async () => {
+    const a = spdBatch(8, 4);
+    const data = a.data.slice();
+    for (const item of [2, 5, 7]) data.fill(0, item * 16, (item + 1) * 16);
+    const bad = new Tensor(data, [8, 4, 4]);
+    for (let k = 0; k < 20; k++) {
+      expectThrow(() => sqrtmSync(bad, 'ns'), 'Error', /^covpool: batch item 2: cannot normalize/);
+      await expectReject(() => sqrtm(bad, 'ns'), 'Error', /^covpool: batch item 2: cannot normalize/);
+    }
+  });
+
   test.each(['float32', 'float64'] as const)("svd on a zero %s matrix is allowed: sqrt(eps) I", (dtype) => {
     const { output, state } = sqrtmSync(filled([2, 4, 4], 0, dtype), 'svd');
     // Eigenvalues are floored at eps (float64 precision by default), so S = sqrt(eps) I.

@@ -69,7 +69,8 @@ struct Job {
   const std::function<void(std::size_t)>* body = nullptr;
   std::atomic<std::size_t> next{0};
   std::size_t done = 0;  // guarded by m
-  std::exception_ptr error;
+  std::exception_ptr error;  // of the lowest failing item, so the error reported is deterministic
+  std::size_t errorIndex = 0;
   std::mutex m;
   std::condition_variable cv;
 
@@ -84,7 +85,10 @@ struct Job {
         err = std::current_exception();
       }
       std::lock_guard<std::mutex> lk(m);
-      if (err && !error) error = err;
+      if (err && (!error || i < errorIndex)) {
+        error = err;
+        errorIndex = i;
+      }
       if (++done == n) cv.notify_all();
     }
   }
