@@ -179,7 +179,7 @@ template <class Ti, class Ts> void sqrtmItemBackward(CpuState<Ti, Ts>& st, std::
     if (o.normalization != Normalization::None)
       normalizationBackward(o.normalization, tau, dS, st.shat.data() + b * m, st.ahat.data() + b * m, dA, n);
   }
-  symmetrize(dA, dA, n);
+  symmetrize(dA, dA, n);  // the one symmetrization of every method's gradient
   if (!allFinite(dA, m)) fail(sampleMsg(b, std::string(methodName(o.method)) + " produced a non-finite gradient"));
 }
 

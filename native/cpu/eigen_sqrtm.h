@@ -148,7 +148,8 @@ template <class T> void fillF(const SqrtmOptions& o, const T* l, T* F, int n, co
     replaceNonFinite(F, n);
 }
 
-// Backward of eigenSqrtForward: dS (raw) -> dA (symmetric). work: 3 n x n matrices.
+// Backward of eigenSqrtForward: dS (raw) -> dA, symmetric up to rounding (the caller symmetrizes
+// once, after the normalization backward). work: 3 n x n matrices.
 template <class T> void eigenSqrtBackward(const SqrtmOptions& o, const T* dS, T* dA, const T* w, const T* l, int n,
                                           const PadeCoefficients* pade, T* work) {
   const std::size_t m = static_cast<std::size_t>(n) * n;
@@ -180,7 +181,6 @@ template <class T> void eigenSqrtBackward(const SqrtmOptions& o, const T* dS, T*
   }
   gemm(false, false, n, T(1), inner, w, T(0), t1);  // inner W
   gemm(true, false, n, T(1), w, t1, T(0), dA);      // W^T inner W
-  symmetrize(dA, dA, n);
 }
 
 }  // namespace covpool::cpu

@@ -37,7 +37,8 @@ template <class T> void mpaForward(const T* a, T* s, int n, const PadeCoefficien
 }
 
 constexpr int lyapunovWorkMatrices = 6;
-// Solves S X + X S = G (sNorm = S / sqrt(tau) with spectrum in (0, 1], g = G / sqrt(tau)) for X.
+// Solves S X + X S = G (sNorm = S / sqrt(tau) with spectrum in (0, 1], g = G / sqrt(tau)) for X;
+// X is symmetric up to rounding (the caller symmetrizes).
 template <class T> void lyapunovSignIteration(const T* sNorm, const T* g, T* out, int n, int iters, T* work) {
   const std::size_t m = static_cast<std::size_t>(n) * n;
   T* b = work;
@@ -62,7 +63,6 @@ template <class T> void lyapunovSignIteration(const T* sNorm, const T* g, T* out
     std::swap(b, x);
   }
   for (std::size_t i = 0; i < m; ++i) out[i] = T(0.5) * c[i];
-  symmetrize(out, out, n);
 }
 
 }  // namespace covpool::cpu
