@@ -32,6 +32,7 @@ import {
   symmetricDirection,
   transpose,
   withSpectrum,
+  centeredItem,
 } from './helpers';
 
 type Spec = Parameters<typeof sqrtmSync>[1];
@@ -217,13 +218,7 @@ describe('full layer (covpool -> sqrtm -> triuvec) against finite differences in
 describe('covpool backward', () => {
   /** dX = (G + G^T) Xc / N, written out. */
   function covBackRef(x: ArrayLike<number>, gA: ArrayLike<number>, b: number, c: number, n: number): Float64Array {
-    const xc = new Float64Array(c * n);
-    for (let i = 0; i < c; i++) {
-      let mean = 0;
-      for (let k = 0; k < n; k++) mean += x[(b * c + i) * n + k];
-      mean /= n;
-      for (let k = 0; k < n; k++) xc[i * n + k] = x[(b * c + i) * n + k] - mean;
-    }
+    const xc = centeredItem(x, b, c, n);
     const out = new Float64Array(c * n);
     for (let i = 0; i < c; i++)
       for (let k = 0; k < n; k++) {

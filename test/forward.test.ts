@@ -15,6 +15,7 @@ import {
   sqrtmOne,
   transpose,
   withSpectrum,
+  centeredItem,
 } from './helpers';
 
 const EPS64 = 2 ** -52;
@@ -194,13 +195,7 @@ describe('covariance pooling', () => {
   /** A = Xc Xc^T / N with Xc the row-centered features, computed directly. */
   function covRef(x: ArrayLike<number>, b: number, c: number, n: number): Float64Array {
     const a = new Float64Array(c * c);
-    const xc = new Float64Array(c * n);
-    for (let i = 0; i < c; i++) {
-      let mean = 0;
-      for (let k = 0; k < n; k++) mean += x[(b * c + i) * n + k];
-      mean /= n;
-      for (let k = 0; k < n; k++) xc[i * n + k] = x[(b * c + i) * n + k] - mean;
-    }
+    const xc = centeredItem(x, b, c, n);
     for (let i = 0; i < c; i++)
       for (let j = 0; j < c; j++) {
         let s = 0;

@@ -261,3 +261,15 @@ export function eighOne(a: ArrayLike<number>, n: number): { values: Float64Array
   const e = eighSync(oneMatrix(a, n));
   return { values: Float64Array.from(e.values.data), vectors: Float64Array.from(e.vectors.data) };
 }
+
+/** Batch item b of features [B, c, n], each channel centered over its n positions (c x n, float64). */
+export function centeredItem(x: ArrayLike<number>, b: number, c: number, n: number): Float64Array {
+  const xc = new Float64Array(c * n);
+  for (let i = 0; i < c; i++) {
+    let mean = 0;
+    for (let k = 0; k < n; k++) mean += x[(b * c + i) * n + k];
+    mean /= n;
+    for (let k = 0; k < n; k++) xc[i * n + k] = x[(b * c + i) * n + k] - mean;
+  }
+  return xc;
+}
