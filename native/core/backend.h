@@ -33,6 +33,14 @@ class State {
   bool vectorize = true;     // layer states: output is the upper triangle
   class Backend* backend = nullptr;  // the backend that made it, and so must run its backward
   std::uint64_t id = nextId();
+  // Records what the forward was (every backend's forward starts with this).
+  void describe(StateKind k, Dims d, DType t, const SqrtmOptions& o, bool vec) {
+    kind = k;
+    dims = d;
+    dtype = t;
+    options = o;
+    vectorize = vec;
+  }
   // Host bytes this state holds, reported to the JS garbage collector.
   virtual std::size_t bytes() const { return 0; }
 

@@ -200,11 +200,7 @@ template <class Ti> void checkSymmetric(const Ti* a, int n, std::size_t b) {
 template <class Ti, class Ts>
 std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions& o, bool fromFeatures, bool vectorize, Buffer& out) {
   auto st = std::make_shared<CpuState<Ti, Ts>>();
-  st->kind = fromFeatures ? StateKind::Layer : StateKind::Sqrtm;
-  st->dims = d;
-  st->dtype = DTypeOf<Ti>::value;
-  st->options = o;
-  st->vectorize = fromFeatures && vectorize;
+  st->describe(fromFeatures ? StateKind::Layer : StateKind::Sqrtm, d, DTypeOf<Ti>::value, o, fromFeatures && vectorize);
   st->allocate();
   const int C = d.C, N = d.N;
   const std::size_t m = st->m(), tri = static_cast<std::size_t>(C) * (C + 1) / 2;

@@ -618,11 +618,7 @@ std::shared_ptr<State> forwardImpl(DeviceContext& cx, const Buffer& in, Dims d, 
   Scope scope(cx);
   cudaStream_t stream = cx.stream;
   auto st = std::make_shared<CudaState<Ti, Ts>>(cx);
-  st->kind = fromFeatures ? StateKind::Layer : StateKind::Sqrtm;
-  st->dims = d;
-  st->dtype = DTypeOf<Ti>::value;
-  st->options = o;
-  st->vectorize = fromFeatures && vectorize;
+  st->describe(fromFeatures ? StateKind::Layer : StateKind::Sqrtm, d, DTypeOf<Ti>::value, o, fromFeatures && vectorize);
   st->allocate();
   const int B = d.B, C = d.C, N = d.N;
   const std::size_t m = st->m(), mm = static_cast<std::size_t>(B) * m, tri = static_cast<std::size_t>(C) * (C + 1) / 2;
