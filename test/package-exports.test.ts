@@ -75,15 +75,15 @@ test('dist is built', () => {
   expect(out).toEqual({ sameCore: true, sameTfjs: true, missingCore: [], missingTfjs: [], works: [2, 6] });
 });
 
-(built ? test : test.skip)('without TensorFlow.js installed: covpool works, covpool/tfjs says what to install', () => {
-  // Simulates a project without tfjs: resolving any @tensorflow/* package fails as it would there.
-  const hide = path.join(app, 'hide-tfjs.js');
+/** Writes a `node -r` preload that makes the modules matching `condition` (JS on `request`) unresolvable. */
+function hidingPreload(file: string, condition: string): string {
+  const hide = path.join(app, file);
   fs.writeFileSync(
     hide,
     `const Module = require('module');
      const resolve = Module._resolveFilename;
      Module._resolveFilename = function (request, ...rest) {
-       if (request.startsWith('@tensorflow/')) {
+       if (${condition}) {
          const e = new Error("Cannot find module '" + request + "'");
          e.code = 'MODULE_NOT_FOUND';
          throw e;
@@ -91,6 +91,12 @@ test('dist is built', () => {
        return resolve.call(this, request, ...rest);
      };`,
   );
+  return hide;
+}
+
+(built ? test : test.skip)('without TensorFlow.js installed: covpool works, covpool/tfjs says what to install', () => {
+  // Simulates a project without tfjs: resolving any @tensorflow/* package fails as it would there.
+  const hide = hidingPreload('hide-tfjs.js', "request.startsWith('@tensorflow/')");
   const out = JSON.parse(
     node([
       '-r',
@@ -107,20 +113,7 @@ test('dist is built', () => {
 });
 
 (built ? test : test.skip)('with tfjs-core but without tfjs-layers: the op loads, the layer says what is missing', () => {
-  const hide = path.join(app, 'hide-layers.js');
-  fs.writeFileSync(
-    hide,
-    `const Module = require('module');
-     const resolve = Module._resolveFilename;
-     Module._resolveFilename = function (request, ...rest) {
-       if (request === '@tensorflow/tfjs-layers') {
-         const e = new Error("Cannot find module '" + request + "'");
-         e.code = 'MODULE_NOT_FOUND';
-         throw e;
-       }
-       return resolve.call(this, request, ...rest);
-     };`,
-  );
+  const hide = hidingPreload('hide-layers.js', "request === '@tensorflow/tfjs-layers'");
   const out = JSON.parse(
     node([
       '-r',
