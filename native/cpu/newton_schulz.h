@@ -41,18 +41,6 @@ template <class T> struct NsTape {
   }
 };
 
-// out = upper(alpha a b), mirrored: a symmetric product (a, b symmetric and commuting).
-template <class T> void symProduct(int n, T alpha, const T* a, const T* b, T* out) {
-  gemmUpper(n, alpha, a, b, T(0), out);
-  mirrorUpper(out, n);
-}
-// out = upper(a1 b1 + a2 b2), mirrored: a symmetric sum of two products (a tangent of one).
-template <class T> void symProduct2(int n, T alpha, const T* a1, const T* b1, const T* a2, const T* b2, T* out) {
-  gemmUpper(n, alpha, a1, b1, T(0), out);
-  gemmUpper(n, alpha, a2, b2, T(1), out);
-  mirrorUpper(out, n);
-}
-
 // Forward: a (normalized, symmetric) -> s.
 template <class T> void nsForward(const T* a, T* s, const NsTape<T>& t) {
   const int n = t.n, T_ = t.iters;
