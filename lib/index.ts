@@ -18,7 +18,7 @@ export type {
   SvdNewtonOptions,
   MpaLyaOptions,
 } from './methods';
-export type { ForwardResult, ResolvedOptions, Eigh, CallOptions, CovpoolOptions, DataFormat, MemoryStats } from './ops';
+export type { BackwardOptions, ForwardResult, ResolvedOptions, Eigh, CallOptions, CovpoolOptions, DataFormat, MemoryStats } from './ops';
 export {
   AbortError,
   BackwardState,
@@ -43,6 +43,8 @@ export {
   memoryStats,
   emptyCache,
   triangleSize,
+  maxBytes,
+  setMaxBytes,
 } from './ops';
 export { CovPoolLayer, MethodSchedule } from './layer';
 export type { LayerConfig, SchedulePhase } from './layer';

@@ -3,6 +3,7 @@
 import { MethodSpec, MethodOptions, toMethodOptions } from './methods';
 import { NativeControl, explainNativeError, native } from './native';
 import {
+  BackwardOptions,
   BackwardState,
   CallOptions,
   DataFormat,
@@ -11,11 +12,12 @@ import {
   canonicalDataFormat,
   controlled,
   featureDims,
+  isGenuineState,
   promised,
   stateBatch,
   triangleSize,
 } from './ops';
-import { Tensor, TensorInput, isDetached } from './tensor';
+import { Tensor, TensorInput, formatValue, isDetached } from './tensor';
 
 export type LayerConfig = MethodSpec & {
   /** Return the C(C+1)/2 upper triangle (default) instead of the full C x C matrix. */
@@ -92,16 +94,20 @@ export class CovPoolLayer {
     return this.forwardImpl(x, false) as ForwardResult;
   }
 
-  /** Gradient w.r.t. the features, given dL/d(output). */
-  backward(state: BackwardState, dy: TensorInput, options?: CallOptions): Promise<Tensor> {
+  /**
+   * Gradient w.r.t. the features, given dL/d(output). Frees the state's native memory once used,
+   * unless called with `{ retainState: true }` (to run several backwards from one forward).
+   * `options.signal` / `options.onProgress` as for forward.
+   */
+  backward(state: BackwardState, dy: TensorInput, options?: BackwardOptions & CallOptions): Promise<Tensor> {
     return promised(() => {
       this.checkOwn(state);
-      return controlled(options, stateBatch(state), (c) => backwardImpl(state, dy, 'layer', true, c) as Promise<Tensor>);
+      return controlled(options, stateBatch(state), (c) => backwardImpl(state, dy, 'layer', true, options, c) as Promise<Tensor>);
     });
   }
-  backwardSync(state: BackwardState, dy: TensorInput): Tensor {
+  backwardSync(state: BackwardState, dy: TensorInput, options?: BackwardOptions): Tensor {
     this.checkOwn(state);
-    return backwardImpl(state, dy, 'layer', false) as Tensor;
+    return backwardImpl(state, dy, 'layer', false, options) as Tensor;
   }
 
   private forwardImpl(xIn: TensorInput, async: boolean, control?: NativeControl): ForwardResult | Promise<ForwardResult> {
@@ -119,7 +125,7 @@ export class CovPoolLayer {
   }
 
   private checkOwn(state: BackwardState): void {
-    if (state instanceof BackwardState && state.kind === 'layer' && !this.own.has(state))
+    if (isGenuineState(state) && state.kind === 'layer' && !this.own.has(state))
       throw new TypeError('covpool: this state was produced by another CovPoolLayer; pass it to the layer that made it');
   }
 }
@@ -161,7 +167,7 @@ export class MethodSchedule {
     const sorted = phases.slice().sort((a, b) => a.from - b.from);
     if (sorted[0].from !== 0) throw new RangeError('covpool: the first phase of a schedule must start at 0');
     sorted.forEach((p, i) => {
-      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${p.from}`);
+      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${formatValue(p.from)}`);
       if (i > 0 && p.from === sorted[i - 1].from) throw new RangeError(`covpool: two schedule phases start at ${p.from}`);
       checkedMethodOptions(p.method);
     });

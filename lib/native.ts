@@ -28,6 +28,9 @@ export interface NativeStateInfo {
   channelsLast?: boolean;
   bytes?: number;
   options?: Record<string, unknown>;
+  /** States not yet freed in the whole process, and the native bytes they hold. */
+  liveStates: number;
+  liveBytes: number;
 }
 
 export interface NativeAddon {
@@ -45,12 +48,14 @@ export interface NativeAddon {
   layer(x: NativeArray, B: number, C: number, N: number, options: object, vectorize: boolean, channelsLast: boolean, control: Ctl, async: boolean):
     | NativeForwardResult
     | Promise<NativeForwardResult>;
-  backward(state: NativeState, dOut: NativeArray, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
+  backward(state: NativeState, dOut: NativeArray, release: boolean, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
   coefficients(values: Float64Array, B: number, C: number, options: object, replace: boolean, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
   stateInfo(state: NativeState): NativeStateInfo;
   disposeState(state: NativeState): void;
   resolveOptions(options: object, dtype: string, C: number): Record<string, unknown>;
   padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { p: number[]; q: number[] };
+  /** The memory budget of one call in bytes; sets it first when given. */
+  maxBytes(set?: number): number;
   info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number };
   createControl(onProgress?: (done: number, total: number) => void): NativeControl;
   cancelControl(control: NativeControl): void;

@@ -54,7 +54,7 @@ describe('plain number arrays as gradients take the state dtype', () => {
     const layer = new CovPoolLayer('svd');
     const x = reluFeatures(1, 3, 4, 2, 'float64');
     const { state } = layer.forwardSync(x);
-    const g = layer.backwardSync(state, { data: [1, 0, 0, 1, 0, 1], shape: [1, 6] });
+    const g = layer.backwardSync(state, { data: [1, 0, 0, 1, 0, 1], shape: [1, 6] }, { retainState: true });
     expect(g.dtype).toBe('float64');
     const ref = layer.backwardSync(state, new Tensor(new Float64Array([1, 0, 0, 1, 0, 1]), [1, 6]));
     expect(Array.from(g.data)).toEqual(Array.from(ref.data));

@@ -30,19 +30,13 @@ describe('AbortSignal', () => {
 
   test('aborting during a forward stops it between batch items and rejects with an AbortError', async () => {
     const ctl = new AbortController();
-    const done: number[] = [];
-    const p = new CovPoolLayer('svd-pade').forward(features, {
-      signal: ctl.signal,
-      onProgress: ({ done: d }) => {
-        done.push(d);
-        if (d === 1) ctl.abort();
-      },
-    });
+    let done = 0;
+    const p = new CovPoolLayer('svd-pade').forward(features, { signal: ctl.signal, onProgress: (r) => (done = r.done) });
+    ctl.abort(); // the call is already running on the thread pool
     const e = await rejection(p);
     expect(errorName(e)).toBe('AbortError');
     // Items that had started finish; the rest never run (2 cores here: a few at most, not 24).
-    expect(done.length).toBeGreaterThanOrEqual(1);
-    expect(done.length).toBeLessThan(B);
+    expect(done).toBeLessThan(B);
   });
 
   test('a call that completes before the abort resolves normally, and the layer keeps working after an abort', async () => {
@@ -52,7 +46,7 @@ describe('AbortSignal', () => {
     ctl.abort(); // too late: nothing to cancel
     expect(r.output.shape).toEqual([B, 96 * 97 / 2]);
     const ctl2 = new AbortController();
-    const p = layer.backward(r.state, Tensor.zeros([B, 96 * 97 / 2]), { signal: ctl2.signal });
+    const p = layer.backward(r.state, Tensor.zeros([B, 96 * 97 / 2]), { signal: ctl2.signal, retainState: true });
     ctl2.abort();
     const e = await rejection(p);
     expect(e.name).toBe('AbortError');
@@ -105,12 +99,16 @@ describe('memoryStats / emptyCache', () => {
     expect(before.devices).toEqual([]);
     const layer = new CovPoolLayer('ns');
     const { state } = await layer.forward(features);
+    const bytes = state.bytes;
+    expect(bytes).toBeGreaterThan(0);
     const held = memoryStats();
-    expect(held.host.allocatedBytes - before.host.allocatedBytes).toBeGreaterThanOrEqual(state.bytes);
+    expect(held.host.allocatedBytes).toBeGreaterThanOrEqual(bytes);
     expect(held.host.peakAllocatedBytes).toBeGreaterThanOrEqual(held.host.allocatedBytes);
     state.dispose();
     const parked = memoryStats();
-    expect(parked.host.cachedBytes).toBeGreaterThan(0);
+    // The state's blocks moved from allocated to cached (sizes are rounded up to whole blocks).
+    expect(held.host.allocatedBytes - parked.host.allocatedBytes).toBeGreaterThanOrEqual(bytes);
+    expect(parked.host.cachedBytes - held.host.cachedBytes).toBeGreaterThanOrEqual(bytes);
     const released = emptyCache();
     expect(released).toBe(parked.host.cachedBytes);
     expect(memoryStats().host.cachedBytes).toBe(0);

@@ -35,6 +35,9 @@ class State {
   DType dtype = DType::F32;  // input/output dtype of the forward
   SqrtmOptions options;
   bool vectorize = true;     // layer states: output is the upper triangle
+  // Channels-last features the backend took transposed to [B, C, N] (the addon did it, for a
+  // backend without channelsLastFeatures()): its gradient is transposed back to [B, N, C].
+  bool hostTransposedFeatures = false;
   class Backend* backend = nullptr;  // the backend that made it, and so must run its backward
   std::uint64_t id = nextId();
   // Records what the forward was (every backend's forward starts with this).
