@@ -72,6 +72,7 @@ struct Job {
   CallControl* control = nullptr;  // the calling thread's, valid until parallelFor returns
   std::atomic<std::size_t> next{0};
   std::size_t done = 0;  // guarded by m
+  std::size_t succeeded = 0;  // guarded by m: what progress reports (cancelled items are not done work)
   std::exception_ptr error;  // of the lowest failing item, so the error reported is deterministic
   std::size_t errorIndex = 0;
   std::mutex m;
@@ -94,7 +95,7 @@ struct Job {
         errorIndex = i;
       }
       // Under the lock, so the reports are in order and all made before the caller returns.
-      if (!err && control && control->progress) control->progress(done + 1, n);
+      if (!err && ++succeeded && control && control->progress) control->progress(succeeded, n);
       if (++done == n) cv.notify_all();
     }
   }
