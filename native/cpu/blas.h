@@ -107,6 +107,12 @@ inline int syevd(int n, double* a, double* w) {
                              ws.iwork.data(), static_cast<lapack_int>(ws.iwork.size()));
 }
 
+// Solves A X = B for X (n x n) with A symmetric positive definite and B symmetric (so row- and
+// column-major agree), overwriting B; A gets its Cholesky factor. Returns LAPACK's info (> 0: A
+// is not positive definite).
+inline int posvSymmetric(int n, float* a, float* b) { return LAPACKE_sposv(LAPACK_COL_MAJOR, 'U', n, n, a, n, b, n); }
+inline int posvSymmetric(int n, double* a, double* b) { return LAPACKE_dposv(LAPACK_COL_MAJOR, 'U', n, n, a, n, b, n); }
+
 // Solves A X = B for X (n x n), overwriting B; row-major.
 inline int gesv(int n, float* a, float* b, lapack_int* ipiv) { return LAPACKE_sgesv(LAPACK_ROW_MAJOR, n, n, a, n, ipiv, b, n); }
 inline int gesv(int n, double* a, double* b, lapack_int* ipiv) { return LAPACKE_dgesv(LAPACK_ROW_MAJOR, n, n, a, n, ipiv, b, n); }
