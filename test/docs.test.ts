@@ -1,5 +1,5 @@
-// Doc-tests: every code block of README.md and docs/*.md runs as written, so the examples cannot
-// rot. Each block runs in a fresh `node` process, from a temporary project whose node_modules holds
+// Doc-tests: every code block of README.md and docs/*.md runs as written, and so does every
+// JavaScript example the package ships (examples/js), so the examples cannot rot. Each block runs in a fresh `node` process, from a temporary project whose node_modules holds
 // `covpool` (a link to this repository's built package: run `npm run build` first) and the
 // repository's @tensorflow packages, as a user's project would.
 //
@@ -130,5 +130,25 @@ describe.each(FILES)('%s', (file) => {
       error: undefined,
       stderr: '',
     });
+  });
+});
+
+describe('examples/js (shipped in the package)', () => {
+  const dir = path.join(ROOT, 'examples', 'js');
+  const files = fs.readdirSync(dir).filter((f) => /\.(c|m)?js$/.test(f));
+
+  test('there are examples, and they use the package, not the repository sources', () => {
+    expect(files.length).toBeGreaterThanOrEqual(2);
+    for (const f of files) {
+      const text = fs.readFileSync(path.join(dir, f), 'utf8');
+      expect({ f, requiresPackage: /require\('covpool(\/tfjs)?'\)|from 'covpool(\/tfjs)?'/.test(text), relative: /(require\(|from )'\.\.?\//.test(text) }).toEqual({ f, requiresPackage: true, relative: false });
+    }
+  });
+
+  test.each(files)('%s runs from a project that installed covpool', (f) => {
+    const script = path.join(project, f);
+    fs.copyFileSync(path.join(dir, f), script);
+    const r = spawnSync(process.execPath, [script], { cwd: project, encoding: 'utf8', timeout: 240_000 });
+    expect({ f, status: r.status, stderr: r.status === 0 ? '' : r.stderr.slice(-3000) }).toEqual({ f, status: 0, stderr: '' });
   });
 });
