@@ -61,7 +61,7 @@ export interface NativeAddon {
   cancelControl(control: NativeControl): void;
   releaseControl(control: NativeControl): void;
   memoryStats(): {
-    host: { allocatedBytes: number; peakAllocatedBytes: number; cachedBytes: number; cacheLimitBytes: number };
+    host: { allocatedBytes: number; peakAllocatedBytes: number; cachedBytes: number; cacheLimitBytes: number; scratchBytes: number };
     devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
   };
   emptyCache(): number;

@@ -470,6 +470,8 @@ export interface MemoryStats {
     cachedBytes: number;
     /** The most the cache keeps (COVPOOL_HOST_CACHE_MB). */
     cacheLimitBytes: number;
+    /** Per-thread work space of batch items, kept between calls (emptyCache() frees it when no call runs). */
+    scratchBytes: number;
   };
   /** One entry per CUDA device the process has used (none without the CUDA backend). */
   devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
@@ -481,9 +483,10 @@ export function memoryStats(): MemoryStats {
 }
 
 /**
- * Returns the memory covpool keeps cached for reuse to the system (host: freed blocks, and the C
- * heap is trimmed; CUDA: every device's parked blocks), like torch.cuda.empty_cache. Memory held
- * by live states is not touched: dispose() them first. Returns the bytes released from the caches.
+ * Returns the memory covpool keeps cached for reuse to the system (host: freed blocks and, when
+ * no call is running, the threads' scratch; the C heap is then trimmed; CUDA: every device's
+ * parked blocks), like torch.cuda.empty_cache. Memory held by live states is not touched:
+ * dispose() them first. Returns the bytes released.
  */
 export function emptyCache(): number {
   return native().emptyCache();

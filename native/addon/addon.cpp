@@ -124,6 +124,11 @@ Napi::Value submit(const Napi::CallbackInfo& info, bool async, const std::functi
   Napi::Env env = info.Env();
   try {
     Task t = build();
+    // Marks the computation as running, so emptyCache() leaves the threads' scratch alone.
+    t.run = [run = std::move(t.run)] {
+      CallInProgress running;
+      run();
+    };
     if (!async) {
       t.run();
       return t.result(env);
@@ -629,6 +634,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   host.Set("peakAllocatedBytes", static_cast<double>(s.peakAllocatedBytes));
   host.Set("cachedBytes", static_cast<double>(s.cachedBytes));
   host.Set("cacheLimitBytes", static_cast<double>(s.limitBytes));
+  host.Set("scratchBytes", static_cast<double>(s.scratchBytes));
   Napi::Object r = Napi::Object::New(env);
   r.Set("host", host);
   Napi::Array devices = Napi::Array::New(env);
