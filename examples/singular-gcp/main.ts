@@ -10,6 +10,7 @@
 // summary), singular-gcp.md (the table), and three SVG plots: test accuracy per epoch,
 // training loss curves and GCP input-gradient norms.
 import { fork } from 'child_process';
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { backendInfo } from '../../lib';
@@ -32,7 +33,9 @@ const HELP = `usage: node dist/examples/singular-gcp/main.js [options]
   --jobs J         runs in parallel, one child process each (default 1); with J > 1 each child's
                    covpool uses one thread
   --out-dir DIR    where the results go (default examples/results; quick: a temp folder)
-  --quick          the small CI configuration`;
+  --quick          the small CI configuration
+  --replot FILE    no training: rewrite the table and plots (and the JSON's summary) from a results
+                   JSON of an earlier run, into the folder it is in`;
 
 interface Options {
   cfg: Config;
@@ -141,8 +144,25 @@ async function runAll(cfg: Config, jobs: number, onRecord: (soFar: RunRecord[]) 
   return records.sort((a, b) => key(a) - key(b));
 }
 
+/** Redraws the table and plots of an earlier run from its JSON (after a change to the report code). */
+function replot(file: string): void {
+  const old = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const { table } = writeResults(path.dirname(file), old.config, old.runs, {
+    command: old.command,
+    quick: old.quick,
+    complete: old.complete ?? true,
+    environment: old.environment,
+    wallSeconds: old.wallSeconds,
+  });
+  console.log(table);
+}
+
 async function main(): Promise<void> {
   if (process.argv[2] === '--child') return child();
+  if (process.argv[2] === '--replot') {
+    if (!process.argv[3]) throw new Error('--replot needs the results JSON of an earlier run');
+    return replot(process.argv[3]);
+  }
   const { cfg, jobs, outDir, quick } = parseArgs(process.argv.slice(2));
   const info = backendInfo();
   console.log(

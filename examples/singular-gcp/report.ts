@@ -86,6 +86,12 @@ export function summarize(records: RunRecord[], runs: string[], epochs: number):
   });
 }
 
+/** 'ns>svd-pade' -> 'hybrid ns → svd-pade' (plot legends; the marker line shows the epoch). */
+export function shortLabel(run: string): string {
+  const p = run.split('>');
+  return p.length === 2 ? `hybrid ${p[0]} → ${p[1]}` : run;
+}
+
 /** 'ns>svd-pade' -> 'hybrid: ns, then svd-pade from epoch E'. */
 export function runLabel(run: string, switchEpoch: number): string {
   const p = run.split('>');
@@ -135,11 +141,14 @@ function tickStep(span: number, target: number): number {
   return 10 * p;
 }
 
-export function lineChart(series: Series[], opts: { title: string; xLabel: string; yLabel: string; logY?: boolean; xTicks?: number[]; subtitle?: string }): string {
-  const W = 900;
+export function lineChart(
+  series: Series[],
+  opts: { title: string; xLabel: string; yLabel: string; logY?: boolean; xTicks?: number[]; subtitle?: string; xMin?: number; marker?: { x: number; label: string } },
+): string {
+  const W = 960;
   const H = 520;
   const left = 80;
-  const right = 300; // legend
+  const right = 260; // legend
   const top = opts.subtitle ? 70 : 50;
   const bottom = 60;
   const pw = W - left - right;
@@ -160,7 +169,7 @@ export function lineChart(series: Series[], opts: { title: string; xLabel: strin
     y0 = Math.floor(y0);
     y1 = Math.ceil(y1);
   }
-  const x0 = xs.length ? Math.min(...xs) : 0;
+  const x0 = opts.xMin ?? (xs.length ? Math.min(...xs) : 0);
   const x1 = xs.length ? Math.max(...xs) : 1;
   const X = (x: number) => left + ((x - x0) / (x1 - x0 || 1)) * pw;
   const Y = (y: number) => top + ph - ((tf(y) - y0) / (y1 - y0)) * ph;
@@ -189,6 +198,11 @@ export function lineChart(series: Series[], opts: { title: string; xLabel: strin
     out.push(`<text x="${x}" y="${top + ph + 20}" text-anchor="middle">${v}</text>`);
   }
   out.push(`<rect x="${left}" y="${top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
+  if (opts.marker && opts.marker.x >= x0 && opts.marker.x <= x1) {
+    const mx = X(opts.marker.x).toFixed(1);
+    out.push(`<line x1="${mx}" x2="${mx}" y1="${top}" y2="${top + ph}" stroke="#888" stroke-dasharray="2 3"/>`);
+    out.push(`<text x="${Number(mx) + 4}" y="${top + ph - 8}" fill="#666" font-size="12">${esc(opts.marker.label)}</text>`);
+  }
   out.push(`<text x="${left + pw / 2}" y="${H - 15}" text-anchor="middle">${esc(opts.xLabel)}</text>`);
   out.push(`<text transform="translate(20 ${top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(opts.yLabel)}</text>`);
   // Series.
@@ -227,33 +241,36 @@ export function lineChart(series: Series[], opts: { title: string; xLabel: strin
 function plots(sums: Summary[], cfg: Config): Record<string, string> {
   const E = cfg.epochs;
   const epochs = Array.from({ length: E }, (_, i) => i + 1);
+  const marker = cfg.runs.some((r) => r.includes('>')) ? { x: cfg.switchEpoch, label: 'hybrids switch →' } : undefined;
   const sub = `C = ${cfg.channels} > N = 49; ${cfg.train} training / ${cfg.test} test MNIST digits; ${cfg.seeds.length} seed(s)`;
   const accuracy: Series[] = sums.map((s) => ({
-    label: runLabel(s.run, cfg.switchEpoch),
+    label: shortLabel(s.run),
     dashed: s.run.includes('>'),
     points: epochs.map((e, i) => [e, s.epochAccuracyMean[i] === null ? null : 100 * (s.epochAccuracyMean[i] as number)]),
     bars: epochs.flatMap((e, i) => (s.epochAccuracyMin[i] === null ? [] : [[e, 100 * (s.epochAccuracyMin[i] as number), 100 * (s.epochAccuracyMax[i] as number)] as [number, number, number]])),
   }));
   const loss: Series[] = sums.map((s) => ({
-    label: runLabel(s.run, cfg.switchEpoch),
+    label: shortLabel(s.run),
     dashed: s.run.includes('>'),
     points: s.lossCurveMean.map((y, i) => [((i + 1) * E) / Math.max(1, s.lossCurveMean.length), y]),
   }));
   const grad: Series[] = sums.map((s) => ({
-    label: runLabel(s.run, cfg.switchEpoch),
+    label: shortLabel(s.run),
     dashed: s.run.includes('>'),
     points: epochs.map((e, i) => [e, s.epochGcpGradNormMedian[i]]),
   }));
   return {
-    'singular-gcp-accuracy.svg': lineChart(accuracy, { title: 'Test accuracy per epoch (mean over seeds; bars: min–max)', subtitle: sub, xLabel: 'epoch', yLabel: 'test accuracy (%)' }),
+    'singular-gcp-accuracy.svg': lineChart(accuracy, { title: 'Test accuracy per epoch (mean over seeds; bars: min–max)', subtitle: sub, xLabel: 'epoch', yLabel: 'test accuracy (%)', marker }),
     'singular-gcp-loss.svg': lineChart(loss, {
       title: `Training loss (mean over seeds, windows of 1/${cfg.curvePoints} epoch)`,
       subtitle: sub,
       xLabel: 'epoch',
       yLabel: 'cross-entropy',
       xTicks: [0, ...epochs],
+      xMin: 0,
+      marker,
     }),
-    'singular-gcp-gradnorm.svg': lineChart(grad, { title: 'Median ‖∂L/∂F‖ per step, F = GCP input (mean over seeds)', subtitle: sub, xLabel: 'epoch', yLabel: 'gradient norm', logY: true }),
+    'singular-gcp-gradnorm.svg': lineChart(grad, { title: 'Median ‖∂L/∂F‖ per step, F = GCP input (mean over seeds)', subtitle: sub, xLabel: 'epoch', yLabel: 'gradient norm', logY: true, marker }),
   };
 }
 
