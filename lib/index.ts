@@ -18,7 +18,7 @@ export type {
   SvdNewtonOptions,
   MpaLyaOptions,
 } from './methods';
-export type { ForwardResult, ResolvedOptions, Eigh } from './ops';
+export type { ForwardResult, ResolvedOptions, Eigh, BackendInfo } from './ops';
 export {
   BackwardState,
   covpool,

@@ -1,7 +1,7 @@
 // The GCP meta-layer: features -> covariance -> matrix square root -> upper-triangle vector,
 // with a backward pass, a method that may change between steps, and the hybrid-schedule helper.
 import { MethodSpec, MethodOptions, toMethodOptions } from './methods';
-import { native } from './native';
+import { addonFor, native } from './native';
 import { BackwardState, ForwardResult, backwardImpl, featureDims, promised, triangleSize } from './ops';
 import { Tensor, TensorInput, isDetached } from './tensor';
 
@@ -75,12 +75,13 @@ export class CovPoolLayer {
     const { B, C, N } = featureDims(x.shape);
     if (isDetached(x.data)) throw new TypeError('covpool: features: its ArrayBuffer was detached (transferred) after the tensor was made');
     const outShape = this.vectorize ? [B, triangleSize(C)] : [B, C, C];
+    const addon = addonFor((this.opts as { device?: unknown }).device);
     const wrap = (r: { output: Float32Array | Float64Array; state: never }): ForwardResult => {
-      const state = new BackwardState(r.state, 'layer', x.shape, outShape);
+      const state = new BackwardState(r.state, 'layer', x.shape, outShape, addon);
       this.own.add(state);
       return { output: new Tensor(r.output, outShape), state };
     };
-    const r = native().layer(x.data, B, C, N, this.opts, this.vectorize, async);
+    const r = addon.layer(x.data, B, C, N, this.opts, this.vectorize, async);
     return async ? (r as Promise<never>).then(wrap) : wrap(r as never);
   }
 

@@ -43,10 +43,15 @@ export interface NativeAddon {
   disposeState(state: NativeState): void;
   resolveOptions(options: object, dtype: string, C: number): Record<string, unknown>;
   padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { p: number[]; q: number[] };
-  info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number };
+  info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number; cudaReason?: string };
+  /** dlopen(path, RTLD_NOW | RTLD_GLOBAL): null on success, else the loader's error (lib/cuda.ts). */
+  preloadLibrary?(path: string): string | null;
 }
 
+import { CudaStatus, loadCuda } from './cuda';
+
 let cached: NativeAddon | undefined;
+let cachedPath: string | undefined;
 
 /** The package root: the nearest folder above this file whose package.json is covpool's. */
 function packageRoot(): string {
@@ -79,7 +84,9 @@ export function native(): NativeAddon {
   try {
     const explicit = process.env.COVPOOL_ADDON;
     // eslint-disable-next-line @typescript-eslint/no-var-requires
-    cached = (explicit ? require(explicit) : require('node-gyp-build')(packageRoot())) as NativeAddon;
+    cachedPath = explicit ? require.resolve(explicit) : (require('node-gyp-build') as { path(dir: string): string }).path(packageRoot());
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    cached = require(cachedPath) as NativeAddon;
   } catch (err) {
     const e = new Error(
       `covpool: the native addon could not be loaded (${process.platform}-${process.arch}, Node ${process.version}). ` +
@@ -92,4 +99,42 @@ export function native(): NativeAddon {
     throw e;
   }
   return cached;
+}
+
+/** The path of the binary native() loaded. */
+export function nativePath(): string {
+  native();
+  return cachedPath as string;
+}
+
+/**
+ * Whether CUDA can be used and through which binary. The binary native() loaded serves CUDA
+ * itself when it was built with the CUDA backend (COVPOOL_ADDON pointing at a CUDA build);
+ * otherwise the package's CUDA-enabled binary is loaded on first use (lib/cuda.ts).
+ */
+export function cuda(): { status: CudaStatus; addon?: NativeAddon } {
+  const cpu = native();
+  const own = cpu.info();
+  if (own.cuda) {
+    const st: CudaStatus = { binary: nativePath(), loaded: true, devices: own.cudaDevices, reason: own.cudaDevices > 0 ? '' : own.cudaReason ?? '', libraries: {}, searched: [] };
+    return { status: st, addon: cpu };
+  }
+  return loadCuda(cpu, packageRoot());
+}
+
+/** The binary that runs ops on `device`: the CPU binary for 'cpu', the CUDA-enabled one for CUDA. */
+export function addonFor(device: unknown): NativeAddon {
+  if (device === undefined || device === null || device === 'cpu') return native();
+  if (device === 'auto') {
+    const c = cuda();
+    return c.addon && c.status.devices > 0 ? c.addon : native();
+  }
+  if (typeof device !== 'string') return native(); // validated (with its message) in methods.ts / natively
+  const c = cuda();
+  if (!c.addon) {
+    const e = new Error(`covpool: device '${device}' was asked for, but ${c.status.reason}`);
+    (e as Error & { code?: string }).code = 'ERR_COVPOOL';
+    throw e;
+  }
+  return c.addon; // it reports a missing driver or device itself, with the reason
 }

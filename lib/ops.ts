@@ -2,7 +2,7 @@
 // the event loop) and a `...Sync` twin for scripts. Shapes are checked here so that errors name
 // the expected and the received shape; the native side re-checks everything it is given.
 import { MethodSpec, toMethodOptions } from './methods';
-import { NativeArray, NativeState, native } from './native';
+import { NativeAddon, NativeArray, NativeState, addonFor, cuda, native, nativePath } from './native';
 import { DType, FloatArray, Tensor, TensorInput, isDetached, shapeString } from './tensor';
 
 /** Resolved options, as the native registry filled them in (every default explicit). */
@@ -23,10 +23,14 @@ export class BackwardState {
   readonly outputShape: readonly number[];
   readonly options: ResolvedOptions;
 
+  /** @internal The binary that made the state (CPU or CUDA-enabled): its backward runs there. */
+  readonly addon: NativeAddon;
+
   /** @internal */
-  constructor(handle: NativeState, kind: 'layer' | 'sqrtm', inputShape: readonly number[], outputShape: readonly number[]) {
+  constructor(handle: NativeState, kind: 'layer' | 'sqrtm', inputShape: readonly number[], outputShape: readonly number[], addon: NativeAddon = native()) {
     this.handle = handle;
-    const info = native().stateInfo(handle);
+    this.addon = addon;
+    const info = addon.stateInfo(handle);
     this.kind = kind;
     this.dtype = info.dtype as DType;
     this.device = info.device as string;
@@ -36,14 +40,14 @@ export class BackwardState {
   }
   /** Native bytes held (0 once disposed). */
   get bytes(): number {
-    const i = native().stateInfo(this.handle);
+    const i = this.addon.stateInfo(this.handle);
     return i.disposed ? 0 : (i.bytes as number);
   }
   get disposed(): boolean {
-    return native().stateInfo(this.handle).disposed;
+    return this.addon.stateInfo(this.handle).disposed;
   }
   dispose(): void {
-    native().disposeState(this.handle);
+    this.addon.disposeState(this.handle);
   }
 }
 
@@ -170,9 +174,10 @@ function sqrtmImpl(aIn: TensorInput, spec: MethodSpec, async: boolean) {
   const a = Tensor.from(aIn);
   const { B, C } = matrixDims(a, 'matrices');
   const opts = toMethodOptions(spec);
-  return then(native().sqrtm(live(a, 'matrices'), B, C, opts, async), async, (r) => ({
+  const addon = addonFor((opts as { device?: unknown }).device);
+  return then(addon.sqrtm(live(a, 'matrices'), B, C, opts, async), async, (r) => ({
     output: new Tensor(r.output, [B, C, C]),
-    state: new BackwardState(r.state, 'sqrtm', [B, C, C], [B, C, C]),
+    state: new BackwardState(r.state, 'sqrtm', [B, C, C], [B, C, C], addon),
   }));
 }
 /** Matrix square root of symmetric PSD matrices [B, C, C] by the given method. */
@@ -190,7 +195,7 @@ export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'lay
   expectShape(dy, state.outputShape, 'output gradient');
   expectDType(dy, state.dtype, 'output gradient');
   const shape = state.inputShape;
-  return then(native().backward(state.handle, live(dy, 'output gradient'), async), async, (g: NativeArray) => new Tensor(g, shape));
+  return then(state.addon.backward(state.handle, live(dy, 'output gradient'), async), async, (g: NativeArray) => new Tensor(g, shape));
 }
 /** Gradient w.r.t. the input matrices (symmetric representative), given dL/dS. */
 export const sqrtmBackward = (state: BackwardState, dS: TensorInput): Promise<Tensor> => promised(() => backwardImpl(state, dS, 'sqrtm', true) as Promise<Tensor>);
@@ -220,7 +225,42 @@ export function padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { 
   return native().padeCoefficients(kind, degree);
 }
 
-/** Backend name, worker threads, the method list, and whether the CUDA backend is built in and how many GPUs it sees. */
-export function backendInfo(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number } {
-  return native().info();
+/** What backendInfo() reports. */
+export interface BackendInfo {
+  /** The default backend ('cpu'). */
+  backend: string;
+  threads: number;
+  methods: string[];
+  /** The binary that runs CPU ops (the package's prebuilt binary or a local build). */
+  binary: string;
+  /** Whether the CUDA backend can be used: the CUDA-enabled binary is loaded (devices may still be 0). */
+  cuda: boolean;
+  /** CUDA devices visible to it. */
+  cudaDevices: number;
+  /** The CUDA-enabled binary (null: none for this platform). */
+  cudaBinary: string | null;
+  /** Why CUDA cannot be used ('' when a device can): a missing binary, library or driver, no GPU. */
+  cudaReason: string;
+  /** The cuBLAS/cuSOLVER files it pre-loaded, by soname. */
+  cudaLibraries: Record<string, string>;
+}
+
+/**
+ * Backend name, worker threads, the method list, which binary is loaded, and whether CUDA can be
+ * used and why not (this loads the CUDA-enabled binary when its libraries are found).
+ */
+export function backendInfo(): BackendInfo {
+  const i = native().info();
+  const c = cuda().status;
+  return {
+    backend: i.backend,
+    threads: i.threads,
+    methods: i.methods,
+    binary: nativePath(),
+    cuda: c.loaded,
+    cudaDevices: c.devices,
+    cudaBinary: c.binary,
+    cudaReason: c.reason,
+    cudaLibraries: c.libraries,
+  };
 }

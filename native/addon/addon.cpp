@@ -16,6 +16,7 @@
 #include "../cuda/cuda_backend.h"
 #endif
 #include "marshal.h"
+#include "preload.h"
 
 namespace covpool::addon {
 namespace {
@@ -117,6 +118,7 @@ constexpr bool kCudaBuilt = true;
 #else
 constexpr bool kCudaBuilt = false;
 int cudaDeviceCount() { return 0; }
+std::string cudaUnavailableReason() { return "this binary was built without the CUDA backend"; }
 #endif
 
 Backend& backendFor(const std::string& device) {
@@ -137,7 +139,7 @@ Backend& backendFor(const std::string& device) {
          "(build it with `npm run build:cmake` on a machine with the CUDA toolkit, cuBLAS and cuSOLVER)");
 #ifdef COVPOOL_WITH_CUDA
   const int count = cudaDeviceCount();
-  if (count == 0) fail("device '" + device + "' was asked for, but no CUDA device is available");
+  if (count == 0) fail("device '" + device + "' was asked for, but " + cudaUnavailableReason());
   if (index >= count) failRange("device '" + device + "': there are only " + std::to_string(count) + " CUDA device(s)");
   return cudaBackend(index);
 #else
@@ -402,6 +404,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   r.Set("backend", backend().name());
   r.Set("cuda", kCudaBuilt);
   r.Set("cudaDevices", cudaDeviceCount());
+  if (kCudaBuilt) r.Set("cudaReason", cudaUnavailableReason());
   r.Set("threads", poolThreads());
   Napi::Array methods = Napi::Array::New(env);
   uint32_t i = 0;
@@ -428,6 +431,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("resolveOptions", Napi::Function::New(env, ResolveOptions));
   exports.Set("padeCoefficients", Napi::Function::New(env, PadeCoefficientsJs));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("preloadLibrary", Napi::Function::New(env, PreloadLibrary));
   return exports;
 }
 
