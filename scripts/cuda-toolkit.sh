@@ -5,7 +5,8 @@
 #   root=$(bash scripts/cuda-toolkit.sh [DIR])      # exit 0: root printed on stdout
 #                                                    # exit 2: none possible here (reason on stderr)
 #
-# 1. A complete toolkit is used as it is: $CUDA_HOME, then nvcc's own toolkit, then /usr/local/cuda*.
+# 1. A complete toolkit is used as it is: $COVPOOL_CUDA_TOOLKIT, $CUDA_HOME, nvcc's own toolkit,
+#    /usr/local/cuda*.
 # 2. Otherwise, where nvcc exists but cuBLAS/cuSOLVER do not (CI images, a machine with the CUDA
 #    compiler but without the math libraries), NVIDIA's wheel files of those libraries are looked
 #    for on this disk (nvidia_cublas, nvidia_cusolver and what libcusolver needs at link time:
@@ -45,7 +46,7 @@ nvcc_toolkit() {
   [ -x "$root/bin/nvcc" ] && [ -f "$root/include/cuda_runtime.h" ] && echo "$root"
 }
 
-for cand in "${CUDA_HOME:-}" "$(nvcc_toolkit || true)" $(ls -d /usr/local/cuda* 2>/dev/null | sort -rV); do
+for cand in "${COVPOOL_CUDA_TOOLKIT:-}" "${CUDA_HOME:-}" "$(nvcc_toolkit || true)" $(ls -d /usr/local/cuda* 2>/dev/null | sort -rV); do
   if [ -n "$cand" ] && complete "$cand"; then echo "$cand"; exit 0; fi
 done
 
