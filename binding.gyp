@@ -16,6 +16,7 @@
         "native/cpu/blas.cpp",
         "native/cpu/cpu_backend.cpp",
         "native/addon/marshal.cpp",
+        "native/addon/states.cpp",
         "native/addon/addon.cpp",
         "native/addon/preload.cpp"
       ],

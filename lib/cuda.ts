@@ -155,6 +155,7 @@ export function loadCuda(cpu: NativeAddon, root: string): { status: CudaStatus; 
     return { status: st };
   }
   st.loaded = true;
+  addon.maxBytes(cpu.maxBytes()); // one memory budget for both binaries (setMaxBytes sets both)
   const info = addon.info();
   st.devices = info.cudaDevices;
   st.reason = info.cudaDevices > 0 ? '' : info.cudaReason ?? 'no CUDA device is visible';

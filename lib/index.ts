@@ -18,7 +18,7 @@ export type {
   SvdNewtonOptions,
   MpaLyaOptions,
 } from './methods';
-export type { ForwardResult, ResolvedOptions, Eigh, BackendInfo } from './ops';
+export type { BackendInfo, BackwardOptions, ForwardResult, ResolvedOptions, Eigh } from './ops';
 export {
   BackwardState,
   covpool,
@@ -40,6 +40,8 @@ export {
   padeCoefficients,
   backendInfo,
   triangleSize,
+  maxBytes,
+  setMaxBytes,
 } from './ops';
 export { CovPoolLayer, MethodSchedule } from './layer';
 export type { LayerConfig, SchedulePhase } from './layer';

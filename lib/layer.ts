@@ -2,8 +2,8 @@
 // with a backward pass, a method that may change between steps, and the hybrid-schedule helper.
 import { MethodSpec, MethodOptions, toMethodOptions } from './methods';
 import { addonFor, native } from './native';
-import { BackwardState, ForwardResult, backwardImpl, featureDims, promised, triangleSize } from './ops';
-import { Tensor, TensorInput, isDetached } from './tensor';
+import { BackwardOptions, BackwardState, ForwardResult, backwardImpl, featureDims, isGenuineState, promised, triangleSize } from './ops';
+import { Tensor, TensorInput, formatValue, isDetached } from './tensor';
 
 export type LayerConfig = MethodSpec & {
   /** Return the C(C+1)/2 upper triangle (default) instead of the full C x C matrix. */
@@ -58,16 +58,19 @@ export class CovPoolLayer {
     return this.forwardImpl(x, false) as ForwardResult;
   }
 
-  /** Gradient w.r.t. the features, given dL/d(output). */
-  backward(state: BackwardState, dy: TensorInput): Promise<Tensor> {
+  /**
+   * Gradient w.r.t. the features, given dL/d(output). Frees the state's native memory once used,
+   * unless called with `{ retainState: true }` (to run several backwards from one forward).
+   */
+  backward(state: BackwardState, dy: TensorInput, options?: BackwardOptions): Promise<Tensor> {
     return promised(() => {
       this.checkOwn(state);
-      return backwardImpl(state, dy, 'layer', true) as Promise<Tensor>;
+      return backwardImpl(state, dy, 'layer', true, options) as Promise<Tensor>;
     });
   }
-  backwardSync(state: BackwardState, dy: TensorInput): Tensor {
+  backwardSync(state: BackwardState, dy: TensorInput, options?: BackwardOptions): Tensor {
     this.checkOwn(state);
-    return backwardImpl(state, dy, 'layer', false) as Tensor;
+    return backwardImpl(state, dy, 'layer', false, options) as Tensor;
   }
 
   private forwardImpl(xIn: TensorInput, async: boolean): ForwardResult | Promise<ForwardResult> {
@@ -75,7 +78,7 @@ export class CovPoolLayer {
     const { B, C, N } = featureDims(x.shape);
     if (isDetached(x.data)) throw new TypeError('covpool: features: its ArrayBuffer was detached (transferred) after the tensor was made');
     const outShape = this.vectorize ? [B, triangleSize(C)] : [B, C, C];
-    const addon = addonFor((this.opts as { device?: unknown }).device);
+    const addon = addonFor(this.opts.device);
     const wrap = (r: { output: Float32Array | Float64Array; state: never }): ForwardResult => {
       const state = new BackwardState(r.state, 'layer', x.shape, outShape, addon);
       this.own.add(state);
@@ -86,7 +89,7 @@ export class CovPoolLayer {
   }
 
   private checkOwn(state: BackwardState): void {
-    if (state instanceof BackwardState && state.kind === 'layer' && !this.own.has(state))
+    if (isGenuineState(state) && state.kind === 'layer' && !this.own.has(state))
       throw new TypeError('covpool: this state was produced by another CovPoolLayer; pass it to the layer that made it');
   }
 }
@@ -122,7 +125,7 @@ export class MethodSchedule {
     const sorted = phases.slice().sort((a, b) => a.from - b.from);
     if (sorted[0].from !== 0) throw new RangeError('covpool: the first phase of a schedule must start at 0');
     sorted.forEach((p, i) => {
-      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${p.from}`);
+      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${formatValue(p.from)}`);
       if (i > 0 && p.from === sorted[i - 1].from) throw new RangeError(`covpool: two schedule phases start at ${p.from}`);
       checkedMethodOptions(p.method);
     });

@@ -23,6 +23,9 @@ export interface NativeStateInfo {
   vectorize?: boolean;
   bytes?: number;
   options?: Record<string, unknown>;
+  /** States not yet freed in the whole process, and the native bytes they hold. */
+  liveStates: number;
+  liveBytes: number;
 }
 
 export interface NativeAddon {
@@ -37,12 +40,14 @@ export interface NativeAddon {
   layer(x: NativeArray, B: number, C: number, N: number, options: object, vectorize: boolean, async: boolean):
     | NativeForwardResult
     | Promise<NativeForwardResult>;
-  backward(state: NativeState, dOut: NativeArray, async: boolean): NativeArray | Promise<NativeArray>;
+  backward(state: NativeState, dOut: NativeArray, release: boolean, async: boolean): NativeArray | Promise<NativeArray>;
   coefficients(values: Float64Array, B: number, C: number, options: object, replace: boolean, async: boolean): NativeArray | Promise<NativeArray>;
   stateInfo(state: NativeState): NativeStateInfo;
   disposeState(state: NativeState): void;
   resolveOptions(options: object, dtype: string, C: number): Record<string, unknown>;
   padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { p: number[]; q: number[] };
+  /** The memory budget of one call in bytes; sets it first when given. */
+  maxBytes(set?: number): number;
   info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number; cudaReason?: string };
   /** dlopen(path, RTLD_NOW | RTLD_GLOBAL): null on success, else the loader's error (lib/cuda.ts). */
   preloadLibrary?(path: string): string | null;
@@ -137,4 +142,12 @@ export function addonFor(device: unknown): NativeAddon {
     throw e;
   }
   return c.addon; // it reports a missing driver or device itself, with the reason
+}
+
+/** Every binary loaded so far (the CPU one, and the CUDA-enabled one once it is). */
+export function loadedAddons(): NativeAddon[] {
+  const all = [native()];
+  const c = cuda();
+  if (c.addon && c.addon !== all[0]) all.push(c.addon);
+  return all;
 }

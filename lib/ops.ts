@@ -2,15 +2,40 @@
 // the event loop) and a `...Sync` twin for scripts. Shapes are checked here so that errors name
 // the expected and the received shape; the native side re-checks everything it is given.
 import { MethodSpec, toMethodOptions } from './methods';
-import { NativeAddon, NativeArray, NativeState, addonFor, cuda, native, nativePath } from './native';
-import { DType, FloatArray, Tensor, TensorInput, isDetached, shapeString } from './tensor';
+import { NativeAddon, NativeArray, NativeState, addonFor, cuda, loadedAddons, native, nativePath } from './native';
+import { DType, FloatArray, Tensor, TensorInput, formatValue, isDetached, shapeString } from './tensor';
 
 /** Resolved options, as the native registry filled them in (every default explicit). */
 export type ResolvedOptions = Record<string, unknown> & { method: string; precision: DType; normalization: string };
 
+/** Options of a backward call. */
+export interface BackwardOptions {
+  /**
+   * Keep the state for another backward (default false: like PyTorch's `retain_graph`, a backward
+   * frees the state it used, so a training loop that never calls `dispose()` stays flat).
+   */
+  retainState?: boolean;
+}
+
+// States made by a forward call here; anything else (a copy, `Object.create(BackwardState.prototype)`)
+// is refused by name instead of failing somewhere inside.
+const genuine = new WeakSet<object>();
+// Why a state is gone, for the message of a later backward.
+const freedByBackward = new WeakSet<object>();
+let liveStateWarning = false;
+
+function requireGenuine(state: unknown): asserts state is BackwardState {
+  if (state instanceof BackwardState && genuine.has(state)) return;
+  throw new TypeError(
+    'covpool: state must be the `state` returned by the matching forward call (layer.forward or sqrtm), got ' +
+      (state instanceof BackwardState ? 'a BackwardState that no forward call made (a copy, or Object.create(BackwardState.prototype))' : formatValue(state)),
+  );
+}
+
 /**
- * What a backward pass needs from its forward pass. Keep it until backward; call `dispose()` to
- * free its native memory early (otherwise the garbage collector frees it).
+ * What a backward pass needs from its forward pass, in native memory. A backward frees it unless
+ * asked to keep it (`{ retainState: true }`); `dispose()` frees it at once; a state the program
+ * drops is freed once the garbage collector finds it unreachable.
  */
 export class BackwardState {
   /** @internal */
@@ -37,18 +62,37 @@ export class BackwardState {
     this.options = info.options as ResolvedOptions;
     this.inputShape = Object.freeze(inputShape.slice());
     this.outputShape = Object.freeze(outputShape.slice());
+    genuine.add(this);
+    warnOnLiveStates(info.liveStates, info.liveBytes);
   }
   /** Native bytes held (0 once disposed). */
   get bytes(): number {
+    requireGenuine(this);
     const i = this.addon.stateInfo(this.handle);
     return i.disposed ? 0 : (i.bytes as number);
   }
   get disposed(): boolean {
+    requireGenuine(this);
     return this.addon.stateInfo(this.handle).disposed;
   }
   dispose(): void {
+    requireGenuine(this);
     this.addon.disposeState(this.handle);
   }
+}
+
+// One warning per process when the states alive hold a quarter of the memory budget: the usual
+// cause is a loop that keeps every state (retainState without dispose, or forwards whose backward
+// never runs, kept in an array).
+function warnOnLiveStates(count: number, bytes: number): void {
+  if (liveStateWarning || !(bytes > native().maxBytes() / 4)) return;
+  liveStateWarning = true;
+  process.emitWarning(
+    `covpool: ${count} backward states are alive, holding ${(bytes / 1e6).toFixed(0)} MB of native memory ` +
+      `(a quarter of the per-call memory budget). A backward frees its state unless called with { retainState: true }; ` +
+      'call state.dispose() on states that will not be used, and do not keep states you are done with in arrays.',
+    { code: 'COVPOOL_LIVE_STATES' },
+  );
 }
 
 export interface ForwardResult {
@@ -138,7 +182,7 @@ export const triuvecSync = (s: TensorInput): Tensor => triuvecImpl(s, false) as 
 
 function triuvecBackwardImpl(dyIn: TensorInput, C: number, async: boolean) {
   const dy = Tensor.from(dyIn);
-  if (!Number.isInteger(C) || C < 1) throw new RangeError(`covpool: C must be a positive integer, got ${C}`);
+  if (!Number.isInteger(C) || C < 1) throw new RangeError(`covpool: C must be a positive integer, got ${formatValue(C)}`);
   if (dy.rank !== 2 || dy.shape[1] !== triangleSize(C))
     throw new RangeError(`covpool: gradient must have shape [B, ${triangleSize(C)}] for C = ${C}, got ${shapeString(dy.shape)}`);
   const B = dy.shape[0];
@@ -174,7 +218,7 @@ function sqrtmImpl(aIn: TensorInput, spec: MethodSpec, async: boolean) {
   const a = Tensor.from(aIn);
   const { B, C } = matrixDims(a, 'matrices');
   const opts = toMethodOptions(spec);
-  const addon = addonFor((opts as { device?: unknown }).device);
+  const addon = addonFor(opts.device);
   return then(addon.sqrtm(live(a, 'matrices'), B, C, opts, async), async, (r) => ({
     output: new Tensor(r.output, [B, C, C]),
     state: new BackwardState(r.state, 'sqrtm', [B, C, C], [B, C, C], addon),
@@ -184,22 +228,49 @@ function sqrtmImpl(aIn: TensorInput, spec: MethodSpec, async: boolean) {
 export const sqrtm = (a: TensorInput, method: MethodSpec): Promise<ForwardResult> => promised(() => sqrtmImpl(a, method, true) as Promise<ForwardResult>);
 export const sqrtmSync = (a: TensorInput, method: MethodSpec): ForwardResult => sqrtmImpl(a, method, false) as ForwardResult;
 
+/** @internal Checks the `checkState` argument is a genuine state (for the layer's own check). */
+export function isGenuineState(state: unknown): boolean {
+  return state instanceof BackwardState && genuine.has(state);
+}
+
+function retainOption(options: BackwardOptions | undefined): boolean {
+  if (options === undefined) return false;
+  if (options === null || typeof options !== 'object') throw new TypeError(`covpool: backward options must be an object, got ${formatValue(options)}`);
+  for (const key of Object.keys(options))
+    if (key !== 'retainState') throw new RangeError(`covpool: unknown backward option '${key}' (its options: retainState)`);
+  const r = options.retainState;
+  if (r !== undefined && typeof r !== 'boolean') throw new TypeError(`covpool: option 'retainState' must be a boolean, got ${formatValue(r)}`);
+  return r === true;
+}
+
 /** @internal Shared by sqrtmBackward and the layer: checks state and gradient, then runs backward. */
-export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'layer' | 'sqrtm', async: boolean) {
-  if (!(state instanceof BackwardState))
-    throw new TypeError('covpool: state must be the `state` returned by the matching forward call');
+export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'layer' | 'sqrtm', async: boolean, options?: BackwardOptions) {
+  requireGenuine(state);
   if (state.kind !== kind)
     throw new TypeError(`covpool: this state comes from a ${state.kind === 'layer' ? 'layer forward' : 'sqrtm'} call, not from ${kind === 'layer' ? 'a layer forward' : 'sqrtm'}`);
-  if (state.disposed) throw new Error('covpool: the state was disposed; run the forward pass again');
+  const retain = retainOption(options);
+  if (state.disposed)
+    throw new Error(
+      freedByBackward.has(state)
+        ? 'covpool: the state was freed by the backward that used it; pass { retainState: true } to that backward to run several backwards from one forward'
+        : 'covpool: the state was disposed; run the forward pass again',
+    );
   const dy = Tensor.from(dyIn);
   expectShape(dy, state.outputShape, 'output gradient');
   expectDType(dy, state.dtype, 'output gradient');
   const shape = state.inputShape;
-  return then(state.addon.backward(state.handle, live(dy, 'output gradient'), async), async, (g: NativeArray) => new Tensor(g, shape));
+  const r = state.addon.backward(state.handle, live(dy, 'output gradient'), !retain, async);
+  if (!retain) freedByBackward.add(state);
+  return then(r, async, (g: NativeArray) => new Tensor(g, shape));
 }
-/** Gradient w.r.t. the input matrices (symmetric representative), given dL/dS. */
-export const sqrtmBackward = (state: BackwardState, dS: TensorInput): Promise<Tensor> => promised(() => backwardImpl(state, dS, 'sqrtm', true) as Promise<Tensor>);
-export const sqrtmBackwardSync = (state: BackwardState, dS: TensorInput): Tensor => backwardImpl(state, dS, 'sqrtm', false) as Tensor;
+/**
+ * Gradient w.r.t. the input matrices (symmetric representative), given dL/dS. Frees the state
+ * unless `{ retainState: true }`.
+ */
+export const sqrtmBackward = (state: BackwardState, dS: TensorInput, options?: BackwardOptions): Promise<Tensor> =>
+  promised(() => backwardImpl(state, dS, 'sqrtm', true, options) as Promise<Tensor>);
+export const sqrtmBackwardSync = (state: BackwardState, dS: TensorInput, options?: BackwardOptions): Tensor =>
+  backwardImpl(state, dS, 'sqrtm', false, options) as Tensor;
 
 /**
  * Analysis helper: the backward coefficient matrix an eigen-based method builds from ascending
@@ -222,7 +293,27 @@ export function resolveOptions(spec: MethodSpec, dtype: DType = 'float32', C = 2
 
 /** The Pade coefficients the library derives: 'geometric' ([L/L] of 1/(1-r), svd-pade) or 'sqrt' ([m/m] of sqrt(1-z), mpa-lya). */
 export function padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { p: number[]; q: number[] } {
+  if (kind !== 'geometric' && kind !== 'sqrt') throw new TypeError(`covpool: kind must be 'geometric' or 'sqrt', got ${formatValue(kind)}`);
+  const max = kind === 'geometric' ? 1000 : 12; // svd-pade's and mpa-lya's degree bounds
+  if (!Number.isInteger(degree) || degree < 1 || degree > max)
+    throw new RangeError(`covpool: the ${kind} Pade degree must be an integer in [1, ${max}], got ${formatValue(degree)}`);
   return native().padeCoefficients(kind, degree);
+}
+
+/**
+ * The memory budget of one call, in bytes: a call that would allocate more (inputs copied,
+ * outputs, its state, scratch) is refused before it allocates. Default: COVPOOL_MAX_BYTES, else
+ * half the physical memory.
+ */
+export function maxBytes(): number {
+  return native().maxBytes();
+}
+/** Sets the memory budget of one call (bytes); returns the previous one. */
+export function setMaxBytes(bytes: number): number {
+  if (!Number.isSafeInteger(bytes) || bytes < 1) throw new RangeError(`covpool: the memory budget must be a positive integer number of bytes, got ${formatValue(bytes)}`);
+  const previous = native().maxBytes();
+  for (const a of loadedAddons()) a.maxBytes(bytes); // the CUDA-enabled binary too, when it is loaded
+  return previous;
 }
 
 /** What backendInfo() reports. */

@@ -246,7 +246,9 @@ export class CovPoolOp {
     if (!entry || entry.state.disposed)
       throw new Error('covpool/tfjs: no backward state for this gradient (the forward ran outside a gradient tape, or the op was disposed)');
     try {
-      const g = this.covpool.backwardSync(entry.state, { data: dy.dataSync() as Float32Array, shape: dy.shape });
+      // Retained: a nested tf.grad may differentiate through this node again; the state is freed
+      // below (or by reap) on this adapter's own schedule.
+      const g = this.covpool.backwardSync(entry.state, { data: dy.dataSync() as Float32Array, shape: dy.shape }, { retainState: true });
       this.counters.backward++;
       const { bad, max } = scan(g.data);
       this.counters.maxAbsGradient = Math.max(this.counters.maxAbsGradient, max);
