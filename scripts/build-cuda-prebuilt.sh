@@ -17,6 +17,7 @@ if ! toolkit="$(bash scripts/cuda-toolkit.sh)"; then
   exit 0
 fi
 arch="${CUDA_ARCH:-80-real;90}"
+mkdir -p build-cmake
 say "toolkit $toolkit, architectures $arch"
 PATH="$toolkit/bin:$PATH" npx cmake-js compile --out build-cmake/cuda-prebuild --CDCOVPOOL_CUDA=ON "--CDCUDAToolkit_ROOT=$toolkit" \
   "--CDCMAKE_CUDA_ARCHITECTURES=$arch" --CDCOVPOOL_STATIC_LINK=ON >build-cmake/cuda-prebuild.log 2>&1 \

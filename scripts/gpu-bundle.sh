@@ -18,6 +18,7 @@ say() { echo "gpu-bundle: $*"; }
 
 toolkit="$(bash scripts/cuda-toolkit.sh)" || { say "cannot build the CUDA binaries here (no CUDA toolkit with cuBLAS/cuSOLVER, no wheels)"; exit 1; }
 say "toolkit $toolkit, architectures $arch"
+mkdir -p build-cmake
 npx tsc -p tsconfig.json
 PATH="$toolkit/bin:$PATH" npx cmake-js compile --out build-cmake/cuda --CDCOVPOOL_CUDA=ON "--CDCUDAToolkit_ROOT=$toolkit" \
   "--CDCMAKE_CUDA_ARCHITECTURES=$arch" --CDCOVPOOL_STATIC_LINK=ON >build-cmake/gpu-bundle.log 2>&1 \

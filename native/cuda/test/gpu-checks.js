@@ -12,11 +12,6 @@ const path = require('path');
 const covpool = require(path.resolve(__dirname, '../../../dist/lib'));
 const { CovPoolLayer, Tensor, backendInfo } = covpool;
 
-const info = backendInfo();
-if (!info.cuda || info.cudaDevices === 0) {
-  console.log(`no CUDA device: ${info.cudaReason}`);
-  process.exit(3);
-}
 
 function features(B, C, N, seed = 1) {
   const x = new Float32Array(B * C * N);
@@ -100,5 +95,10 @@ const which = process.argv[2];
 if (!checks[which]) {
   console.log(`usage: node native/cuda/test/gpu-checks.js ${Object.keys(checks).join('|')}`);
   process.exit(2);
+}
+const info = backendInfo();
+if (!info.cuda || info.cudaDevices === 0) {
+  console.log(`no CUDA device: ${info.cudaReason}`);
+  process.exit(3);
 }
 checks[which]();
