@@ -125,7 +125,7 @@ export function loadCuda(cpu: NativeAddon, root: string): { status: CudaStatus; 
   const st: CudaStatus = { binary, loaded: false, devices: 0, reason: '', libraries: {}, searched };
   status = st;
   if (!binary) {
-    st.reason = `this covpool installation has no CUDA-enabled binary for ${process.platform}-${process.arch} (it ships one for linux-x64)`;
+    st.reason = `this covpool installation has no CUDA-enabled binary for ${process.platform}-${process.arch}: it was built without the CUDA backend (the package ships one for linux-x64)`;
     return { status: st };
   }
   if (typeof cpu.preloadLibrary !== 'function') {
@@ -160,4 +160,9 @@ export function loadCuda(cpu: NativeAddon, root: string): { status: CudaStatus; 
   st.devices = info.cudaDevices;
   st.reason = info.cudaDevices > 0 ? '' : info.cudaReason ?? 'no CUDA device is visible';
   return { status: st, addon };
+}
+
+/** The CUDA-enabled binary if loadCuda() loaded it already (never loads it). */
+export function loadedCudaAddon(): NativeAddon | undefined {
+  return addon;
 }

@@ -50,7 +50,7 @@ describe('without cuBLAS/cuSOLVER', () => {
       message = (e as Error).message;
     }
     expect(message).toMatch(/^covpool: device 'cuda' was asked for, but /);
-    expect(message).toBe(`covpool: device 'cuda' was asked for, but ${info.cudaReason}`);
+    expect(message.startsWith(`covpool: device 'cuda' was asked for, but ${info.cudaReason}`)).toBe(true);
     if (info.cudaBinary) {
       // The binary is there, its libraries are not: the first missing one is named with the folders searched.
       expect(info.cudaReason).toMatch(/the CUDA library lib\S+\.so\.\d+ \(cuBLAS\/cuSOLVER for CUDA 13\) was not found\. Looked in: the system library path/);

@@ -3,7 +3,9 @@
 // with COVPOOL_WITH_CUDA (CMakeLists.txt defines it when the toolkit with cuSOLVER and cuBLAS is
 // found).
 #pragma once
+#include <cstddef>
 #include <string>
+#include <vector>
 
 #include "../core/backend.h"
 
@@ -18,5 +20,15 @@ std::string cudaUnavailableReason();
 // lifetime. Throws a CovpoolError with cudaUnavailableReason() when no device is usable, and a
 // RangeError one for an index that names no device.
 Backend& cudaBackend(int device);
+
+// Device memory of the CUDA backends created so far (for memoryStats()), and emptyCache(): every
+// parked block of their caching allocators goes back to the driver; returns the bytes released.
+struct DeviceMemoryStats {
+  int device = 0;
+  std::size_t allocatedBytes = 0;  // in use by states and running calls
+  std::size_t cachedBytes = 0;     // parked for reuse
+};
+std::vector<DeviceMemoryStats> cudaMemoryStats();
+std::size_t cudaEmptyCache();
 
 }  // namespace covpool
