@@ -108,14 +108,15 @@ function isSourceCheckout(root: string): boolean {
   return fs.existsSync(path.join(root, 'tsconfig.json')) && fs.existsSync(path.join(root, 'lib', 'index.ts'));
 }
 
-/** How to build the addon with the CUDA backend, from where this copy of covpool is. */
-export function cudaBuildAdvice(): string {
+/** How to build the addon with the CUDA backend, from where this copy of covpool (`root`) is. */
+export function cudaBuildAdvice(root?: string): string {
   const req = 'on a machine with the CUDA toolkit (nvcc, cuBLAS, cuSOLVER; CUDA >= 12.6) and CMake';
-  let root: string;
-  try {
-    root = packageRoot();
-  } catch {
-    return `rebuild covpool from source with cmake-js ${req}`;
+  if (root === undefined) {
+    try {
+      root = packageRoot();
+    } catch {
+      return `rebuild covpool from source with cmake-js ${req}`;
+    }
   }
   if (isSourceCheckout(root)) return `rebuild it with \`npm run build:cmake\` in ${root} ${req}`;
   return `rebuild it from source ${req}: \`cd ${root} && npx cmake-js rebuild\` (the installed package carries the sources and CMakeLists.txt; npx fetches cmake-js)`;
