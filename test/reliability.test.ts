@@ -65,7 +65,9 @@ describe('2. memory stays bounded in synchronous loops without dispose()', () =>
       layer.backwardSync(state, output);
       last = state;
     }
-    expect(liveStates()).toBe(before);
+    // <=, not ==: states dropped by earlier tests may be swept (freed) during the loop, whenever the
+    // garbage collector happens to find them; what must not happen is growth.
+    expect(liveStates()).toBeLessThanOrEqual(before);
     expect(last!.disposed).toBe(true);
     expect(last!.bytes).toBe(0);
   });
