@@ -71,13 +71,16 @@ template <class T> void fillF(const SqrtmOptions& o, const T* l, T* F, int n, co
   for (int i = 0; i < n; ++i) F[i * n + i] = T(0);
   if (o.method == Method::SVD || o.method == Method::SVD_TOPN || o.method == Method::SVD_NEWTON || o.method == Method::SVD_TRUNC) {
     // svd-newton never gets here (it has its own backward); listed so F is defined for it.
+    // One division per pair: 1/(l_i - l_j) = -1/(l_j - l_i) exactly, except on ties, where both
+    // differences are +0 and both entries +inf.
     const bool clip = o.method == Method::SVD_TRUNC;
     const T kappa = static_cast<T>(o.kappa);
     for (int i = 0; i < n; ++i)
-      for (int j = 0; j < n; ++j) {
-        if (i == j) continue;
+      for (int j = i + 1; j < n; ++j) {
         const T v = T(1) / (l[j] - l[i]);
+        const T u = l[i] == l[j] ? v : -v;
         F[i * n + j] = clip ? std::clamp(v, -kappa, kappa) : v;
+        F[j * n + i] = clip ? std::clamp(u, -kappa, kappa) : u;
       }
   } else {
     // Scratch for one row's pairs (i, j > i), indexed t = j - i - 1.
