@@ -18,6 +18,8 @@ interface OursRow {
   precision: string;
   median_ms: number | null;
   anchor_key: string;
+  cpu_median_ms?: number;
+  anchor_cpu_ms?: number | null;
 }
 
 function median(xs: number[]): number | null {
@@ -47,16 +49,21 @@ function main(): void {
   for (let i = 0; i < files.length; i += 2)
     rounds.push({ ours: JSON.parse(fs.readFileSync(files[i], 'utf8')), torch: JSON.parse(fs.readFileSync(files[i + 1], 'utf8')) });
 
-  const cells = new Map<string, { row: OursRow; ours: number[]; torch: number[]; ratios: number[] }>();
+  const cells = new Map<string, { row: OursRow; ours: number[]; torch: number[]; ratios: number[]; cpuRatios: number[]; oursCpu: number[]; torchCpu: number[] }>();
   for (const { ours, torch } of rounds) {
     for (const row of ours.rows) {
       const key = `${row.workload}|${row.method}`;
-      if (!cells.has(key)) cells.set(key, { row, ours: [], torch: [], ratios: [] });
+      if (!cells.has(key)) cells.set(key, { row, ours: [], torch: [], ratios: [], cpuRatios: [], oursCpu: [], torchCpu: [] });
       const cell = cells.get(key)!;
       const t = torch.rows.find((r) => r.B === row.B && r.C === row.C && r.N === row.N)?.[row.anchor_key];
       if (row.median_ms !== null) cell.ours.push(row.median_ms);
       if (typeof t === 'number') cell.torch.push(t);
       if (row.median_ms !== null && typeof t === 'number') cell.ratios.push(t / row.median_ms);
+      if (row.cpu_median_ms && typeof row.anchor_cpu_ms === 'number') {
+        cell.cpuRatios.push(row.anchor_cpu_ms / row.cpu_median_ms);
+        cell.oursCpu.push(row.cpu_median_ms);
+        cell.torchCpu.push(row.anchor_cpu_ms);
+      }
     }
   }
 
@@ -72,6 +79,9 @@ function main(): void {
       torch_ms: r3(t),
       ratio_of_medians: o !== null && t !== null ? r3(t / o) : null,
       median_ratio: r3(median(c.ratios)),
+      cpu_time_ratio: r3(median(c.cpuRatios)),
+      covpool_cpu_ms: r3(median(c.oursCpu)),
+      torch_cpu_ms: r3(median(c.torchCpu)),
       covpool_ms_rounds: c.ours,
       torch_ms_rounds: c.torch,
     };
@@ -81,12 +91,12 @@ function main(): void {
   const methods = [...new Set(table.map((r) => r.method))];
   const fmt = (x: number | null) => (x === null ? '-' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
   console.log(`${rounds.length} rounds; torch ${rounds.map((r) => r.torch.torch ?? '?').join(', ')}; medians over rounds`);
-  console.log(['method'.padEnd(12), ...workloads.map((w) => `| ${w.padEnd(8)} covpool    torch   ratio`)].join(' '));
+  console.log(['method'.padEnd(12), ...workloads.map((w) => `| ${w.padEnd(8)} covpool    torch   ratio  CPU-time ratio`)].join(' '));
   for (const m of methods) {
     let line = m.padEnd(12);
     for (const w of workloads) {
       const r = table.find((q) => q.method === m && q.workload === w);
-      line += ` | ${''.padEnd(8)} ${fmt(r?.covpool_ms ?? null).padStart(7)} ${fmt(r?.torch_ms ?? null).padStart(8)} ${(r?.ratio_of_medians === null || r === undefined ? '-' : r.ratio_of_medians.toFixed(2) + 'x').padStart(7)}`;
+      line += ` | ${''.padEnd(8)} ${fmt(r?.covpool_ms ?? null).padStart(7)} ${fmt(r?.torch_ms ?? null).padStart(8)} ${(r?.ratio_of_medians === null || r === undefined ? '-' : r.ratio_of_medians.toFixed(2) + 'x').padStart(7)} ${(r?.cpu_time_ratio === null || r === undefined ? '-' : r.cpu_time_ratio.toFixed(2) + 'x').padStart(15)}`;
     }
     console.log(line);
   }

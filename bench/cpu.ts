@@ -417,6 +417,10 @@ interface Row {
   anchor_ms: number | null;
   speedup_vs_anchor: number | null;
   meets_2x_target: boolean | null;
+  /** Process CPU time (all threads) of one forward + backward, and the baseline's: robust to other load. */
+  cpu_median_ms?: number;
+  anchor_cpu_ms?: number | null;
+  cpu_speedup_vs_anchor?: number | null;
   error?: string;
 }
 
@@ -597,16 +601,18 @@ function main(): void {
         anchor_key: key,
         anchor_ms: anchorMs,
       };
-      let total: Stats, fwd: Stats, bwd: Stats;
+      let total: Stats, fwd: Stats, bwd: Stats, cpu: Stats;
       try {
-        [total, fwd, bwd] = timeSteps(sets.length, warm, args.repeats, (k) => {
+        [total, fwd, bwd, cpu] = timeSteps(sets.length, warm, args.repeats, (k) => {
+          const c = process.cpuUsage();
           const t = now();
           const { state } = layer.forwardSync(sets[k].x);
           const t1 = now();
           layer.backwardSync(state, sets[k].dy);
           const t2 = now();
+          const dc = process.cpuUsage(c);
           state.dispose(); // free the tape now rather than at the next GC (untimed)
-          return [t2 - t, t1 - t, t2 - t1];
+          return [t2 - t, t1 - t, t2 - t1, (dc.user + dc.system) / 1e3];
         });
       } catch (e) {
         const msg = (e as Error).message;
@@ -626,6 +632,7 @@ function main(): void {
         continue;
       }
       const speedup = anchorMs === null ? null : round(anchorMs / total.median_ms, 3);
+      const anchorCpuMs = anchorValue(aRow, key.replace('_fwdbwd_ms', '_fwdbwd_cpu_ms'));
       rows.push({
         ...base,
         median_ms: total.median_ms,
@@ -636,6 +643,9 @@ function main(): void {
         samples_ms: total.samples_ms,
         speedup_vs_anchor: speedup,
         meets_2x_target: speedup === null ? null : speedup >= 2,
+        cpu_median_ms: cpu.median_ms,
+        anchor_cpu_ms: anchorCpuMs,
+        cpu_speedup_vs_anchor: anchorCpuMs === null ? null : round(anchorCpuMs / cpu.median_ms, 3),
       });
       console.log(
         `  ${w.name} ${pad(method, 11, true)} ${pad(precision, 8, true)} ${pad(fmt(total.median_ms, 2), 9)} ms ` +

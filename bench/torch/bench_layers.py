@@ -42,16 +42,20 @@ def main():
         if cuda:
             torch.cuda.synchronize(device)
 
-    def median_ms(fn):
+    def median_ms(fn, cpu_times=None):
+        """Median wall-clock ms; with a list, the run's process CPU ms (all threads) go into it."""
         for _ in range(warmup):
             fn()
         sync()
         times = []
         for _ in range(repeats):
+            c0 = time.process_time()
             t0 = time.perf_counter()
             fn()
             sync()
             times.append((time.perf_counter() - t0) * 1e3)
+            if cpu_times is not None:
+                cpu_times.append((time.process_time() - c0) * 1e3)
         times.sort()
         return times[len(times) // 2], times
 
@@ -82,7 +86,11 @@ def main():
                 return xg.grad
 
             try:
-                row[key], samples[key] = median_ms(step)
+                cpu = []
+                row[key], samples[key] = median_ms(step, cpu)
+                # CPU time of the process, all threads: robust to other load where wall-clock is not
+                # (with one thread it is the work done; with more it includes OpenMP's spin-waits).
+                row[key.replace('_fwdbwd_ms', '_fwdbwd_cpu_ms')] = sorted(cpu)[len(cpu) // 2]
                 print(f'  {B}x{C}x{N} {method:11s} {str(precision)[6:]:8s} {row[key]:9.2f} ms', flush=True)
             except Exception as e:  # record the failure (e.g. a solver that rejects the input)
                 row[key] = 'ERR ' + str(e).splitlines()[0][:160]
