@@ -53,22 +53,33 @@ async function main(): Promise<void> {
         };
         const grad = tf.grad(loss);
         const times: number[] = [];
+        const cpu: number[] = []; // process CPU time, all threads: robust to other load
         for (let r = 0; r < repeats + 2; r++) {
+          const c0 = process.cpuUsage();
           const t0 = process.hrtime.bigint();
           const g = grad(input());
           await g.data();
           const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+          const dc = process.cpuUsage(c0);
           g.dispose();
-          if (r >= 2) times.push(ms);
+          if (r >= 2) {
+            times.push(ms);
+            cpu.push((dc.user + dc.system) / 1e3);
+          }
         }
         row[`${name}_ms`] = Math.round(median(times) * 1000) / 1000;
+        row[`${name}_cpu_ms`] = Math.round(median(cpu) * 1000) / 1000;
       }
-      row.nhwc_native_vs_nchw = Math.round(((row.nhwc_native_ms as number) / (row.nchw_ms as number)) * 1000) / 1000;
-      row.nhwc_transposed_vs_nchw = Math.round(((row.nhwc_transposed_ms as number) / (row.nchw_ms as number)) * 1000) / 1000;
+      const rel = (a: string, b: string) => Math.round(((row[a] as number) / (row[b] as number)) * 1000) / 1000;
+      row.nhwc_native_vs_nchw = rel('nhwc_native_ms', 'nchw_ms');
+      row.nhwc_transposed_vs_nchw = rel('nhwc_transposed_ms', 'nchw_ms');
+      row.nhwc_native_vs_nchw_cpu = rel('nhwc_native_cpu_ms', 'nchw_cpu_ms');
+      row.nhwc_transposed_vs_nchw_cpu = rel('nhwc_transposed_cpu_ms', 'nchw_cpu_ms');
       rows.push(row);
       console.log(
         `${wName} ${method.padEnd(6)} NHWC native ${String(row.nhwc_native_ms).padStart(9)} ms | NCHW ${String(row.nchw_ms).padStart(9)} ms | ` +
-          `NHWC via tf.transpose ${String(row.nhwc_transposed_ms).padStart(9)} ms  (native/NCHW ${row.nhwc_native_vs_nchw}, transposed/NCHW ${row.nhwc_transposed_vs_nchw})`,
+          `NHWC via tf.transpose ${String(row.nhwc_transposed_ms).padStart(9)} ms  (native/NCHW ${row.nhwc_native_vs_nchw}, transposed/NCHW ${row.nhwc_transposed_vs_nchw}; ` +
+          `CPU time: ${row.nhwc_native_vs_nchw_cpu}, ${row.nhwc_transposed_vs_nchw_cpu})`,
       );
     }
     nhwc.dispose();
