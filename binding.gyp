@@ -1,5 +1,5 @@
 {
-  # COVPOOL_STATIC_BLAS=1 (set by `npm run prebuild`) links OpenBLAS and LAPACKE statically, so the
+  # COVPOOL_STATIC_BLAS=1 (set by `npm run build:prebuilt:here`, which scripts/build-prebuilt.sh runs) links OpenBLAS and LAPACKE statically, so the
   # prebuilt binary needs nothing but the C runtime; the default source build links them dynamically.
   "variables": {
     "static_blas%": "<!(node -p \"process.env.COVPOOL_STATIC_BLAS === '1' ? 'true' : 'false'\")",
@@ -29,8 +29,9 @@
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "conditions": [
         ["static_blas=='true'", {
-          "sources": ["native/cpu/static/gfortran_runtime.c"],
-          "ldflags": ["-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL", "-L<(blas_lib_dir)"],
+          "sources": ["native/cpu/static/gfortran_runtime.c", "native/cpu/static/glibc_compat.c"],
+          "ldflags": ["-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL", "-L<(blas_lib_dir)",
+                      "-Wl,--wrap=exp", "-Wl,--wrap=log", "-Wl,--wrap=pow", "-Wl,--wrap=exp2", "-Wl,--wrap=log2"],
           "libraries": ["-Wl,-Bstatic", "-llapacke", "-lopenblas", "-Wl,-Bdynamic", "-lpthread", "-lm"]
         }, {
           "libraries": ["-lopenblas", "-llapacke"]

@@ -73,21 +73,34 @@ function packageRoot(): string {
 /**
  * Loads the addon: COVPOOL_ADDON (an explicit path) if set, else what node-gyp-build finds — a
  * local build (build/Release) first, then the prebuilt binary shipped in prebuilds/<platform>-<arch>.
+ * When none loads, the error names the cause (no binary for this platform, or one that does not load
+ * here, e.g. on a glibc older than 2.28) and the exact command that builds from source, with its
+ * prerequisites (scripts/build-from-source.js; the package has no install script).
  */
 export function native(): NativeAddon {
   if (cached) return cached;
+  const root = packageRoot();
+  let file: string | undefined;
   try {
-    const explicit = process.env.COVPOOL_ADDON;
     // eslint-disable-next-line @typescript-eslint/no-var-requires
-    cached = (explicit ? require(explicit) : require('node-gyp-build')(packageRoot())) as NativeAddon;
+    file = process.env.COVPOOL_ADDON || (require('node-gyp-build').resolve(root) as string);
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    cached = require(file) as NativeAddon;
   } catch (err) {
-    const e = new Error(
-      `covpool: the native addon could not be loaded (${process.platform}-${process.arch}, Node ${process.version}). ` +
-        'No prebuilt binary matches this platform and no local build was found. Build it from source with ' +
-        '`npm run build:native` in the covpool package folder; that needs a C++ toolchain (g++, make, python3) and ' +
-        'the OpenBLAS/LAPACKE development files (Debian/Ubuntu: `apt-get install build-essential libopenblas-dev liblapacke-dev`). ' +
-        'Cause: ' + (err as Error).message,
-    );
+    const cause = (err as Error).message.split('\n')[0];
+    const where = `${process.platform}-${process.arch}, Node ${process.version}`;
+    const what = file
+      ? `the native addon ${file} does not load here (${where}): ${cause}.` +
+        (/GLIBC/.test(cause) ? ' This system\'s C library is older than the binary needs (glibc >= 2.28).' : '')
+      : `no prebuilt binary matches this platform (${where}) and there is no local build.`;
+    let help = 'Build it from source with `npx covpool-build`.';
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      help = require(require('path').join(root, 'scripts', 'build-from-source.js')).sourceBuildHelp();
+    } catch {
+      /* keep the short form */
+    }
+    const e = new Error(`covpool: ${what} ${help}`);
     (e as Error & { cause?: unknown }).cause = err;
     throw e;
   }
