@@ -3,7 +3,7 @@
   # prebuilt binary needs nothing but the C runtime; the default source build links them dynamically.
   "variables": {
     "static_blas%": "<!(node -p \"process.env.COVPOOL_STATIC_BLAS === '1' ? 'true' : 'false'\")",
-    "blas_lib_dir%": "<!(node -p \"require('fs').existsSync('/usr/lib/x86_64-linux-gnu/openblas-pthread') ? '/usr/lib/x86_64-linux-gnu/openblas-pthread' : '/usr/lib'\")"
+    "blas_lib_dir%": "<!(node scripts/blas-paths.js libdir)"
   },
   "targets": [
     {
@@ -20,8 +20,7 @@
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "/usr/include/x86_64-linux-gnu/openblas-pthread",
-        "/usr/include/openblas"
+        "<!@(node scripts/blas-paths.js include)"
       ],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
