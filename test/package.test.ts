@@ -61,7 +61,9 @@ maybe('npm pack -> install into an empty project', () => {
 
   test(`every binary in the tarball needs only the C library, at most GLIBC_${GLIBC_FLOOR}`, () => {
     const binaries: string[] = binariesUnder(path.join(unpacked, 'package'));
-    expect(binaries.map((b) => path.relative(path.join(unpacked, 'package'), b))).toContain('prebuilds/linux-x64/covpool.glibc.node');
+    const names = binaries.map((b) => path.relative(path.join(unpacked, 'package'), b));
+    expect(names).toContain('prebuilds/linux-x64/covpool.glibc.node');
+    expect(names).toContain('prebuilds/linux-arm64/covpool.glibc.node');
     for (const b of binaries) {
       const r = auditBinary(b);
       console.log(`${path.relative(unpacked, b)}: ${r.machine}; needs ${r.needed.join(', ')}; GLIBC up to ${r.glibcMax}`);
@@ -124,10 +126,11 @@ maybe('npm pack -> install into an empty project', () => {
   });
 
   const oldSystem = process.env.COVPOOL_OLD_SYSTEM_CHECK === '1' ? test : test.skip;
-  oldSystem('installs with npm defaults and runs a layer in a fresh Debian 11 (glibc 2.31, no compiler)', () => {
+  oldSystem('installs with npm defaults and runs a layer in a fresh Debian 11 (glibc 2.31, no compiler), x64 and arm64 (qemu)', () => {
     const out = execFileSync('bash', [path.join(root, 'scripts', 'check-tarball-old-system.sh'), tarball, 'bullseye'], { encoding: 'utf8', stdio: 'pipe' });
     console.log(out);
-    expect(out).toMatch(/"glibc":"2\.31"/);
-    expect(out).toMatch(/the tarball installs and runs on Debian bullseye/);
+    expect(out).toMatch(/"arch":"x64","glibc":"2\.31"/);
+    expect(out).toMatch(/"arch":"arm64","glibc":"2\.31"/);
+    expect(out).toMatch(/the tarball installs and runs on Debian bullseye \(x64 arm64\)/);
   }, 900000);
 });
