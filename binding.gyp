@@ -1,6 +1,8 @@
 {
-  # COVPOOL_STATIC_BLAS=1 (set by `npm run build:prebuilt:here`, which scripts/build-prebuilt.sh runs) links OpenBLAS and LAPACKE statically, so the
-  # prebuilt binary needs nothing but the C runtime; the default source build links them dynamically.
+  # COVPOOL_STATIC_BLAS=1 (set by `npm run build:prebuilt:here`, which scripts/build-prebuilt.sh runs
+  # in a Debian 11 chroot) links OpenBLAS, LAPACKE and the C++ runtime statically, so the prebuilt
+  # binaries need nothing but the C library (glibc >= 2.28); the default source build links them
+  # dynamically. scripts/blas-paths.js finds OpenBLAS/LAPACKE for the compiler's architecture.
   "variables": {
     "static_blas%": "<!(node -p \"process.env.COVPOOL_STATIC_BLAS === '1' ? 'true' : 'false'\")",
     "blas_lib_dir%": "<!(node scripts/blas-paths.js libdir)"
@@ -16,6 +18,7 @@
         "native/cpu/blas.cpp",
         "native/cpu/cpu_backend.cpp",
         "native/addon/marshal.cpp",
+        "native/addon/states.cpp",
         "native/addon/addon.cpp"
       ],
       "include_dirs": [

@@ -156,6 +156,14 @@ describe('covpool-analyze all (small sizes)', () => {
     }
   });
 
+  test('each report says how to regenerate it from an installed package and from the repository', () => {
+    for (const name of ['README.md', 'precision.md', 'gradients.md', 'pade.md']) {
+      const text = fs.readFileSync(path.join(OUT, name), 'utf8');
+      expect(text).toContain('`npx covpool-analyze all --quick --out ');
+      expect(text).toContain('`npm run analyze -- all --quick --out ');
+    }
+  });
+
   test('every SVG is well-formed XML with the expected number of series', () => {
     const expected: Record<string, number> = {
       [`gradients-C${GRAD_C}-bottom-library.svg`]: 10, // one per method
@@ -365,6 +373,11 @@ describe('covpool-analyze arguments', () => {
     const quick = parseArgs(['gradients', '--quick']);
     if (full === 'help' || quick === 'help') throw new Error('unexpected help');
     expect(full.out).toBe('reports');
+    // --quick writes next to, never over, the tracked full reports (unless --out says otherwise).
+    expect(quick.out).toBe(require('path').join('reports', 'quick'));
+    const quickOut = parseArgs(['all', '--quick', '--out', 'elsewhere']);
+    if (quickOut === 'help') throw new Error('unexpected help');
+    expect(quickOut.out).toBe('elsewhere');
     expect(full.sizes).toEqual([{ C: 256, N: 196 }, { C: 64, N: 49 }]);
     expect(full.gradSizes).toEqual([16, 64]);
     expect(quick.gradSizes).toEqual([16]);
