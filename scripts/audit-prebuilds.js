@@ -17,6 +17,12 @@ const path = require('path');
 const GLIBC_FLOOR = '2.28';
 /** Shared libraries a binary may need: the C library's parts, present on every glibc system. */
 const ALLOWED_NEEDED = /^(libc\.so\.6|libm\.so\.6|libdl\.so\.2|libpthread\.so\.0|librt\.so\.1|ld-linux[-a-z0-9_.]*\.so\.[0-9]+)$/;
+/**
+ * What a CUDA-enabled binary (one in a `cuda` folder of prebuilds/) may need besides: the CUDA
+ * libraries it is documented to require (cuBLAS, cuSOLVER; the driver's libcuda), which the loader
+ * finds at run time. The glibc and C++ runtime rules apply to it all the same.
+ */
+const ALLOWED_NEEDED_CUDA = /^(libcublas\.so\.[0-9]+|libcublasLt\.so\.[0-9]+|libcusolver\.so\.[0-9]+|libcuda\.so\.1)$/;
 /** Undefined symbols the host process provides: N-API (and node-api) from Node. */
 const FROM_NODE = /^(napi_|node_api_)/;
 
@@ -60,10 +66,12 @@ function auditBinary(file) {
   const sorted = Object.fromEntries(Object.entries(versions).map(([k, v]) => [k, [...v].sort(compareVersions)]));
   const glibcMax = sorted.GLIBC ? sorted.GLIBC[sorted.GLIBC.length - 1] : null;
 
+  const cuda = file.split(path.sep).includes('cuda');
+  const allowed = (lib) => ALLOWED_NEEDED.test(lib) || (cuda && ALLOWED_NEEDED_CUDA.test(lib));
   const problems = [];
-  for (const lib of needed) if (!ALLOWED_NEEDED.test(lib)) problems.push(`needs the shared library ${lib} (only the C library's may be needed)`);
+  for (const lib of needed) if (!allowed(lib)) problems.push(`needs the shared library ${lib} (only the C library's${cuda ? ' and cuBLAS/cuSOLVER' : ''} may be needed)`);
   const tooNew = undefinedSymbols.filter((s) => s.version && s.version.startsWith('GLIBC_') && compareVersions(s.version.slice(6), GLIBC_FLOOR) > 0);
-  for (const s of tooNew) problems.push(`needs ${s.name}@${s.version}, newer than GLIBC_${GLIBC_FLOOR}`);
+  for (const s of tooNew) problems.push(`needs ${s.name}@${s.version}, newer than GLIBC_${GLIBC_FLOOR} (build it in Debian 11: scripts/build-prebuilt.sh)`);
   for (const family of ['GLIBCXX', 'CXXABI', 'GCC']) {
     if (sorted[family]) problems.push(`needs the shared C++ runtime/libgcc: ${family}_${sorted[family].join(', ')}`);
   }

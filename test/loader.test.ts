@@ -92,6 +92,20 @@ describe('binary audit (scripts/audit-prebuilds.js)', () => {
     expect(auditBinary(stat).problems.join('\n')).toMatch(/undefined symbols no library provides: cblas_ddot/);
   });
 
+  test('allows cuBLAS/cuSOLVER only to a CUDA-enabled binary (in a cuda folder)', () => {
+    // A stand-in library with cuBLAS's soname: what the linker records is all the audit reads.
+    const lib = path.join(dir, 'libcublas.so.13');
+    fs.writeFileSync(path.join(dir, 'cublas.c'), 'int cublasCreate_v2(void **h) { return 0; }\n');
+    execFileSync('gcc', ['-shared', '-fPIC', '-Wl,-soname,libcublas.so.13', '-o', lib, path.join(dir, 'cublas.c')]);
+    const src = 'extern "C" int cublasCreate_v2(void**);\nextern "C" int make() { void* h; return cublasCreate_v2(&h); }\n';
+    const bin = build('uses-cublas', src, ['-static-libstdc++', '-static-libgcc', lib]);
+    fs.mkdirSync(path.join(dir, 'cuda'));
+    const inCuda = path.join(dir, 'cuda', 'covpool-cuda.node');
+    fs.copyFileSync(bin, inCuda);
+    expect(auditBinary(inCuda).problems).toEqual([]);
+    expect(auditBinary(bin).problems.join('\n')).toMatch(/needs the shared library libcublas\.so\.13/);
+  });
+
   test('flags a glibc symbol version above 2.28 and accepts one at or below it', () => {
     // glibc >= 2.34 (this machine and CI: Debian 12) versions pthread_create at GLIBC_2.34; the
     // baseline version (GLIBC_2.2.5 on x86-64) stays available through .symver.
@@ -104,7 +118,7 @@ describe('binary audit (scripts/audit-prebuilds.js)', () => {
       'extern "C" int start() { pthread_t t; return pthread_create(&t, 0, f, 0); }\n', ['-static-libgcc']);
     const r = auditBinary(newer);
     expect(r.glibcMax).toBe('2.34');
-    expect(r.problems).toEqual(['needs pthread_create@GLIBC_2.34, newer than GLIBC_2.28']);
+    expect(r.problems).toEqual(['needs pthread_create@GLIBC_2.34, newer than GLIBC_2.28 (build it in Debian 11: scripts/build-prebuilt.sh)']);
 
     const old = build('old', '#include <pthread.h>\n__asm__(".symver pthread_create_old, pthread_create@GLIBC_2.2.5");\n' +
       'extern "C" int pthread_create_old(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);\n' +
