@@ -43,7 +43,11 @@ for suite in "${suites[@]}"; do
   git -C "$repo" ls-files -co --exclude-standard -z | (cd "$repo" && tar --null -T - -cf - 2>/dev/null) | tar -xf - -C "$root/home/dev/covpool"
   chroot "$root" chown -R dev:dev /home/dev/covpool
 
-  step "what the system lacks: $(for t in g++ make python3; do chroot "$root" sh -c "command -v $t >/dev/null" || printf '%s ' "$t"; done)(and OpenBLAS/LAPACKE)"
+  # Fresh means none of what setup.sh has to install is there.
+  for t in g++ c++ make python3 /usr/include/lapacke.h '/usr/lib/*/libopenblas*'; do
+    if chroot "$root" sh -c "command -v $t >/dev/null || ls -d $t >/dev/null 2>&1"; then echo "FAIL: $t is already in the fresh $suite system"; exit 1; fi
+  done
+  step "fresh: no compiler, make, python3, OpenBLAS or LAPACKE"
 
   if [ "$suite" = bookworm ]; then
     # A user with sudo, as on most workstations (sudo itself is the one thing added).
@@ -59,7 +63,9 @@ for suite in "${suites[@]}"; do
   fi
 
   step "as $who: bash scripts/setup.sh && npm run demo"
-  timed "bash scripts/setup.sh" chroot_sh "$root" "$who" 'cd /home/dev/covpool && bash scripts/setup.sh'
+  timed "bash scripts/setup.sh" chroot_sh "$root" "$who" 'cd /home/dev/covpool && bash scripts/setup.sh 2>&1 | tee /tmp/setup.log; exit ${PIPESTATUS[0]}'
+  grep -F 'covpool setup: installed g++ make python3 libopenblas-dev liblapacke-dev' "$root/tmp/setup.log" >/dev/null \
+    || { echo "FAIL: setup.sh did not say it installed the toolchain and the BLAS packages"; exit 1; }
   timed "npm run demo" chroot_sh "$root" "$who" 'cd /home/dev/covpool && npm run demo'
   step "as $who: npm test"
   timed "npm test" chroot_sh "$root" "$who" 'cd /home/dev/covpool && npm test 2>&1 | tail -15; exit ${PIPESTATUS[0]}'

@@ -154,8 +154,8 @@ chroot_node_headers() {
   chown -R --reference="$d$home" "$d$home/.cache" 2>/dev/null || true
 }
 
-# CA certificates as a real machine has them: Debian's bundle plus the local CAs this machine
-# trusts (an HTTPS proxy's CA, for instance), so npm reaches its registry from inside.
+# CA certificates as a real machine has them (minbase has none): this machine's bundle, Debian's
+# CAs plus the local ones it trusts (an HTTPS proxy's, for instance), so npm reaches its registry.
 chroot_copy_certs() {
   local d="$1"
   mkdir -p "$d/etc/ssl/certs" "$d/usr/local/share/ca-certificates"
