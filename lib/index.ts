@@ -18,8 +18,9 @@ export type {
   SvdNewtonOptions,
   MpaLyaOptions,
 } from './methods';
-export type { BackwardOptions, ForwardResult, ResolvedOptions, Eigh } from './ops';
+export type { BackwardOptions, ForwardResult, ResolvedOptions, Eigh, CallOptions, CovpoolOptions, DataFormat, MemoryStats } from './ops';
 export {
+  AbortError,
   BackwardState,
   covpool,
   covpoolSync,
@@ -39,6 +40,8 @@ export {
   backwardCoefficientsSync,
   padeCoefficients,
   backendInfo,
+  memoryStats,
+  emptyCache,
   triangleSize,
   maxBytes,
   setMaxBytes,

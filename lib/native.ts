@@ -6,6 +6,10 @@ export type NativeArray = Float32Array | Float64Array;
 /** Opaque handle of a backward state (a type-tagged N-API external). */
 export type NativeState = { readonly __covpoolState: unique symbol };
 
+/** Opaque handle of a call's cancellation/progress control (a type-tagged N-API external). */
+export type NativeControl = { readonly __covpoolControl: unique symbol };
+type Ctl = NativeControl | undefined;
+
 export interface NativeForwardResult {
   output: NativeArray;
   state: NativeState;
@@ -21,6 +25,7 @@ export interface NativeStateInfo {
   dtype?: 'float32' | 'float64';
   device?: string;
   vectorize?: boolean;
+  channelsLast?: boolean;
   bytes?: number;
   options?: Record<string, unknown>;
   /** States not yet freed in the whole process, and the native bytes they hold. */
@@ -29,19 +34,22 @@ export interface NativeStateInfo {
 }
 
 export interface NativeAddon {
-  covpool(x: NativeArray, B: number, C: number, N: number, async: boolean): NativeArray | Promise<NativeArray>;
-  covpoolBackward(x: NativeArray, dA: NativeArray, B: number, C: number, N: number, async: boolean): NativeArray | Promise<NativeArray>;
-  triuvec(s: NativeArray, B: number, C: number, async: boolean): NativeArray | Promise<NativeArray>;
-  triuvecBackward(dy: NativeArray, B: number, C: number, async: boolean): NativeArray | Promise<NativeArray>;
-  eigh(a: NativeArray, B: number, C: number, async: boolean):
+  // Every op takes a control token (or undefined) just before its trailing async flag.
+  covpool(x: NativeArray, B: number, C: number, N: number, channelsLast: boolean, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
+  covpoolBackward(x: NativeArray, dA: NativeArray, B: number, C: number, N: number, channelsLast: boolean, control: Ctl, async: boolean):
+    | NativeArray
+    | Promise<NativeArray>;
+  triuvec(s: NativeArray, B: number, C: number, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
+  triuvecBackward(dy: NativeArray, B: number, C: number, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
+  eigh(a: NativeArray, B: number, C: number, control: Ctl, async: boolean):
     | { values: NativeArray; vectors: NativeArray }
     | Promise<{ values: NativeArray; vectors: NativeArray }>;
-  sqrtm(a: NativeArray, B: number, C: number, options: object, async: boolean): NativeForwardResult | Promise<NativeForwardResult>;
-  layer(x: NativeArray, B: number, C: number, N: number, options: object, vectorize: boolean, async: boolean):
+  sqrtm(a: NativeArray, B: number, C: number, options: object, control: Ctl, async: boolean): NativeForwardResult | Promise<NativeForwardResult>;
+  layer(x: NativeArray, B: number, C: number, N: number, options: object, vectorize: boolean, channelsLast: boolean, control: Ctl, async: boolean):
     | NativeForwardResult
     | Promise<NativeForwardResult>;
-  backward(state: NativeState, dOut: NativeArray, release: boolean, async: boolean): NativeArray | Promise<NativeArray>;
-  coefficients(values: Float64Array, B: number, C: number, options: object, replace: boolean, async: boolean): NativeArray | Promise<NativeArray>;
+  backward(state: NativeState, dOut: NativeArray, release: boolean, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
+  coefficients(values: Float64Array, B: number, C: number, options: object, replace: boolean, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
   stateInfo(state: NativeState): NativeStateInfo;
   disposeState(state: NativeState): void;
   resolveOptions(options: object, dtype: string, C: number): Record<string, unknown>;
@@ -51,6 +59,14 @@ export interface NativeAddon {
   /** The memory budget of one call in bytes; sets it first when given. */
   maxBytes(set?: number): number;
   info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number };
+  createControl(onProgress?: (done: number, total: number) => void): NativeControl;
+  cancelControl(control: NativeControl): void;
+  releaseControl(control: NativeControl): void;
+  memoryStats(): {
+    host: { allocatedBytes: number; peakAllocatedBytes: number; cachedBytes: number; cacheLimitBytes: number };
+    devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
+  };
+  emptyCache(): number;
 }
 
 let cached: NativeAddon | undefined;
@@ -78,6 +94,46 @@ function packageRoot(): string {
 }
 
 /**
+ * Whether covpool runs from a source checkout (the repository, with its TypeScript sources and
+ * dev tools) rather than from an installed package: the advice in errors differs.
+ */
+function isSourceCheckout(root: string): boolean {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const fs = require('fs') as typeof import('fs');
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const path = require('path') as typeof import('path');
+  return fs.existsSync(path.join(root, 'tsconfig.json')) && fs.existsSync(path.join(root, 'lib', 'index.ts'));
+}
+
+/** How to build the addon with the CUDA backend, from where this copy of covpool (`root`) is. */
+export function cudaBuildAdvice(root?: string): string {
+  const req = 'on a machine with the CUDA toolkit (nvcc, cuBLAS, cuSOLVER; CUDA >= 12.6) and CMake';
+  if (root === undefined) {
+    try {
+      root = packageRoot();
+    } catch {
+      return `rebuild covpool from source with cmake-js ${req}`;
+    }
+  }
+  if (isSourceCheckout(root)) return `rebuild it with \`npm run build:cmake\` in ${root} ${req}`;
+  return `rebuild it from source ${req}: \`cd ${root} && npx cmake-js rebuild\` (the installed package carries the sources and CMakeLists.txt; npx fetches cmake-js)`;
+}
+
+/**
+ * Runs a native call, completing the advice of errors whose fix depends on where covpool is
+ * installed (native code cannot tell a source checkout from an installed package).
+ */
+export function explainNativeError<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    const e = err as Error;
+    if (e && typeof e.message === 'string' && e.message.includes('built without the CUDA backend')) e.message += '; ' + cudaBuildAdvice();
+    throw e;
+  }
+}
+
+/**
  * Loads the addon: COVPOOL_ADDON (an explicit path) if set, else what node-gyp-build finds — a
  * local build (build/Release) first, then the prebuilt binary shipped in prebuilds/<platform>-<arch>.
  */
@@ -88,10 +144,18 @@ export function native(): NativeAddon {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     cached = (explicit ? require(explicit) : require('node-gyp-build')(packageRoot())) as NativeAddon;
   } catch (err) {
+    let where = 'the covpool package folder';
+    try {
+      where = packageRoot();
+    } catch {
+      /* keep the generic wording */
+    }
+    // `npm run build:native` works in a checkout and in an installed package alike: npm puts its
+    // own node-gyp on the PATH of run-scripts, so no devDependency is needed.
     const e = new Error(
       `covpool: the native addon could not be loaded (${process.platform}-${process.arch}, Node ${process.version}). ` +
-        'No prebuilt binary matches this platform and no local build was found. Build it from source with ' +
-        '`npm run build:native` in the covpool package folder; that needs a C++ toolchain (g++, make, python3) and ' +
+        'No prebuilt binary matches this platform and no local build was found. Build it from source: ' +
+        `\`cd ${where} && npm run build:native\`; that needs a C++ toolchain (g++, make, python3) and ` +
         'the OpenBLAS/LAPACKE development files (Debian/Ubuntu: `apt-get install build-essential libopenblas-dev liblapacke-dev`). ' +
         'Cause: ' + (err as Error).message,
     );

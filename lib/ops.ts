@@ -2,8 +2,110 @@
 // the event loop) and a `...Sync` twin for scripts. Shapes are checked here so that errors name
 // the expected and the received shape; the native side re-checks everything it is given.
 import { MethodSpec, toMethodOptions } from './methods';
-import { NativeArray, NativeState, native } from './native';
+import { NativeArray, NativeControl, NativeState, explainNativeError, native } from './native';
 import { DType, FloatArray, Tensor, TensorInput, formatValue, isDetached, shapeString } from './tensor';
+
+// ---- feature layout -------------------------------------------------------------------------
+
+/**
+ * How features are laid out. 'channelsFirst' (NCHW): [B, C, H, W] or [B, C, N], covpool's default.
+ * 'channelsLast' (NHWC): [B, H, W, C] or [B, N, C], what TensorFlow.js convolutions produce.
+ * 'NCHW' / 'NHWC' are accepted as aliases (any case).
+ */
+export type DataFormat = 'channelsFirst' | 'channelsLast' | 'NCHW' | 'NHWC' | 'nchw' | 'nhwc';
+
+/** The canonical name of a layout; `fallback` when none is given. */
+export function canonicalDataFormat(f: unknown, fallback: 'channelsFirst' | 'channelsLast' = 'channelsFirst'): 'channelsFirst' | 'channelsLast' {
+  if (f === undefined || f === null) return fallback;
+  // Lower case and no underscores: tfjs-layers' JSON round trip snake-cases string values
+  // ('channelsLast' -> 'channels_last', 'NHWC' -> 'nhwc'), so every spelling it may hand back is accepted.
+  const s = typeof f === 'string' ? f.toLowerCase().replace(/_/g, '') : '';
+  if (s === 'channelslast' || s === 'nhwc') return 'channelsLast';
+  if (s === 'channelsfirst' || s === 'nchw') return 'channelsFirst';
+  throw new RangeError(`covpool: dataFormat must be 'channelsFirst' (NCHW) or 'channelsLast' (NHWC), got ${typeof f === 'string' ? `'${f}'` : String(f)}`);
+}
+
+// ---- cancellation and progress --------------------------------------------------------------
+
+/** Options every promise-returning call takes. */
+export interface CallOptions {
+  /**
+   * Cancels the call: checked natively between batch items (an item already running finishes
+   * first), and the promise then rejects with an `AbortError`. Already aborted: rejects at once.
+   */
+  signal?: AbortSignal;
+  /** Called on the JS thread as batch items finish: done = 1 ... total, the last before the promise resolves. */
+  onProgress?: (progress: { done: number; total: number }) => void;
+}
+
+/** The rejection of an aborted call (name 'AbortError', code 'ABORT_ERR', as Node's own). */
+export class AbortError extends Error {
+  readonly code = 'ABORT_ERR';
+  constructor(message = 'covpool: the operation was aborted', options?: { cause?: unknown }) {
+    super(message);
+    this.name = 'AbortError';
+    if (options && 'cause' in options) (this as { cause?: unknown }).cause = options.cause;
+  }
+}
+
+function checkCallOptions(opts: unknown): CallOptions {
+  if (opts === undefined || opts === null) return {};
+  if (typeof opts !== 'object') throw new TypeError('covpool: call options must be an object ({ signal, onProgress })');
+  const o = opts as CallOptions;
+  const sig = o.signal as unknown as { aborted?: unknown; addEventListener?: unknown } | undefined;
+  if (sig !== undefined && !(sig !== null && typeof sig === 'object' && typeof sig.aborted === 'boolean' && typeof sig.addEventListener === 'function'))
+    throw new TypeError('covpool: signal must be an AbortSignal (from an AbortController)');
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new TypeError('covpool: onProgress must be a function');
+  return o;
+}
+
+function abortError(signal: AbortSignal): AbortError {
+  return new AbortError('covpool: the operation was aborted', { cause: signal.reason });
+}
+
+/**
+ * @internal Runs an async native call under a signal and a progress callback. `total` is the
+ * number of batch items the call reports progress over.
+ */
+export function controlled<T>(opts: CallOptions | undefined, total: number, start: (control: NativeControl | undefined) => Promise<T>): Promise<T> {
+  const { signal, onProgress } = checkCallOptions(opts);
+  if (signal?.aborted) return Promise.reject(abortError(signal));
+  if (!signal && !onProgress) return start(undefined);
+  let settled = false;
+  let reported = 0;
+  const report = (done: number, all: number): void => {
+    if (settled || !onProgress || done <= reported) return;
+    reported = done;
+    onProgress({ done, total: all });
+  };
+  const control = native().createControl(onProgress ? report : undefined);
+  const onAbort = (): void => native().cancelControl(control);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const finish = (): void => {
+    settled = true;
+    signal?.removeEventListener('abort', onAbort);
+    native().releaseControl(control);
+  };
+  let run: Promise<T>;
+  try {
+    run = start(control);
+  } catch (e) {
+    finish();
+    return Promise.reject(e);
+  }
+  return run.then(
+    (value) => {
+      // Reports travel through a queue; the last one may not have arrived yet.
+      if (total > 0) report(total, total);
+      finish();
+      return value;
+    },
+    (err) => {
+      finish();
+      throw signal?.aborted ? abortError(signal) : err;
+    },
+  );
+}
 
 /** Resolved options, as the native registry filled them in (every default explicit). */
 export type ResolvedOptions = Record<string, unknown> & { method: string; precision: DType; normalization: string };
@@ -112,20 +214,32 @@ export interface ForwardResult {
 // ---- shape helpers --------------------------------------------------------------------------
 
 function live(t: Tensor, what: string): FloatArray {
-  if (isDetached(t.data)) throw new TypeError(`covpool: ${what}: its ArrayBuffer was detached (transferred) after the tensor was made`);
+  if (t.shape.every((d) => d > 0) && isDetached(t.data)) throw new TypeError(`covpool: ${what}: its ArrayBuffer was detached (transferred) after the tensor was made`);
   return t.data;
 }
 
-/** Features [B, C, N] or [B, C, H, W] -> dims with N = H W. */
-export function featureDims(shape: readonly number[], what = 'features'): { B: number; C: number; N: number } {
-  if (shape.length === 3) return { B: shape[0], C: shape[1], N: shape[2] };
-  if (shape.length === 4) return { B: shape[0], C: shape[1], N: shape[2] * shape[3] };
-  throw new RangeError(`covpool: ${what} must have shape [B, C, N] or [B, C, H, W], got ${shapeString(shape)} (rank ${shape.length})`);
+/**
+ * Features -> dims with N = H W: [B, C, N] or [B, C, H, W] (channelsFirst), [B, N, C] or
+ * [B, H, W, C] (channelsLast). B may be 0; C and N may not.
+ */
+export function featureDims(shape: readonly number[], dataFormat: 'channelsFirst' | 'channelsLast' = 'channelsFirst', what = 'features'): { B: number; C: number; N: number } {
+  const last = dataFormat === 'channelsLast';
+  const r = shape.length;
+  if (r !== 3 && r !== 4)
+    throw new RangeError(
+      `covpool: ${what} must have shape ${last ? '[B, N, C] or [B, H, W, C]' : '[B, C, N] or [B, C, H, W]'}, ` +
+        `got ${shapeString(shape)} (rank ${r}; dataFormat '${dataFormat}')`,
+    );
+  const C = last ? shape[r - 1] : shape[1];
+  const N = last ? (r === 3 ? shape[1] : shape[1] * shape[2]) : r === 3 ? shape[2] : shape[2] * shape[3];
+  if (!(C >= 1) || !(N >= 1))
+    throw new RangeError(`covpool: ${what} ${shapeString(shape)} (${dataFormat}) has C = ${C} channels and N = ${N} positions; both must be at least 1`);
+  return { B: shape[0], C, N };
 }
 
 function matrixDims(a: Tensor, what: string): { B: number; C: number } {
-  if (a.rank !== 3 || a.shape[1] !== a.shape[2])
-    throw new RangeError(`covpool: ${what} must have shape [B, C, C] (a batch of square matrices), got ${shapeString(a.shape)}`);
+  if (a.rank !== 3 || a.shape[1] !== a.shape[2] || a.shape[1] < 1)
+    throw new RangeError(`covpool: ${what} must have shape [B, C, C] (a batch of square matrices, C >= 1), got ${shapeString(a.shape)}`);
   return { B: a.shape[0], C: a.shape[1] };
 }
 
@@ -158,48 +272,79 @@ function then<A, B>(v: A | Promise<A>, async: boolean, f: (a: A) => B): B | Prom
 
 // ---- covariance pooling ---------------------------------------------------------------------
 
-function covpoolImpl(xIn: TensorInput, async: boolean) {
-  const x = Tensor.from(xIn);
-  const { B, C, N } = featureDims(x.shape);
-  return then(native().covpool(live(x, 'features'), B, C, N, async), async, (a) => new Tensor(a, [B, C, C]));
+/** Options of covpool / covpoolBackward: the features' layout (default 'channelsFirst'). */
+export interface CovpoolOptions {
+  dataFormat?: DataFormat;
 }
-/** Covariance pooling: features [B, C, N] or [B, C, H, W] -> A = Xc Xc^T / N, [B, C, C]. */
-export const covpool = (x: TensorInput): Promise<Tensor> => promised(() => covpoolImpl(x, true) as Promise<Tensor>);
-export const covpoolSync = (x: TensorInput): Tensor => covpoolImpl(x, false) as Tensor;
 
-function covpoolBackwardImpl(xIn: TensorInput, dAIn: TensorInput, async: boolean) {
+function covpoolImpl(xIn: TensorInput, opts: CovpoolOptions | undefined, async: boolean, control?: NativeControl) {
   const x = Tensor.from(xIn);
-  const dA = Tensor.from(dAIn);
-  const { B, C, N } = featureDims(x.shape);
+  const format = canonicalDataFormat(opts?.dataFormat);
+  const { B, C, N } = featureDims(x.shape, format);
+  return then(native().covpool(live(x, 'features'), B, C, N, format === 'channelsLast', control, async), async, (a) => new Tensor(a, [B, C, C]));
+}
+/**
+ * Covariance pooling: features [B, C, N] or [B, C, H, W] (or, with dataFormat 'channelsLast',
+ * [B, N, C] or [B, H, W, C]) -> A = Xc Xc^T / N, [B, C, C].
+ */
+export const covpool = (x: TensorInput, options?: CovpoolOptions & CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, batchOf(x), (c) => covpoolImpl(x, options, true, c) as Promise<Tensor>));
+export const covpoolSync = (x: TensorInput, options?: CovpoolOptions): Tensor => covpoolImpl(x, options, false) as Tensor;
+
+function covpoolBackwardImpl(xIn: TensorInput, dAIn: TensorInput, opts: CovpoolOptions | undefined, async: boolean, control?: NativeControl) {
+  const x = Tensor.from(xIn);
+  const dA = Tensor.from(dAIn, undefined, x.dtype);
+  const format = canonicalDataFormat(opts?.dataFormat);
+  const { B, C, N } = featureDims(x.shape, format);
   expectShape(dA, [B, C, C], 'covariance gradient');
   expectDType(dA, x.dtype, 'covariance gradient');
-  return then(native().covpoolBackward(live(x, 'features'), live(dA, 'covariance gradient'), B, C, N, async), async, (g) => new Tensor(g, x.shape));
+  return then(
+    native().covpoolBackward(live(x, 'features'), live(dA, 'covariance gradient'), B, C, N, format === 'channelsLast', control, async),
+    async,
+    (g) => new Tensor(g, x.shape),
+  );
 }
-/** Gradient of covpool w.r.t. the features, given dL/dA. */
-export const covpoolBackward = (x: TensorInput, dA: TensorInput): Promise<Tensor> => promised(() => covpoolBackwardImpl(x, dA, true) as Promise<Tensor>);
-export const covpoolBackwardSync = (x: TensorInput, dA: TensorInput): Tensor => covpoolBackwardImpl(x, dA, false) as Tensor;
+/** Gradient of covpool w.r.t. the features (in their layout), given dL/dA. */
+export const covpoolBackward = (x: TensorInput, dA: TensorInput, options?: CovpoolOptions & CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, batchOf(x), (c) => covpoolBackwardImpl(x, dA, options, true, c) as Promise<Tensor>));
+export const covpoolBackwardSync = (x: TensorInput, dA: TensorInput, options?: CovpoolOptions): Tensor =>
+  covpoolBackwardImpl(x, dA, options, false) as Tensor;
+
+/** @internal The batch size of a state, for progress reports (0 for anything that is not a state: backward reports that). */
+export function stateBatch(state: unknown): number {
+  const shape = (state as { outputShape?: unknown } | null)?.outputShape;
+  return Array.isArray(shape) && typeof shape[0] === 'number' ? shape[0] : 0;
+}
+
+/** The batch size of an input, for progress reports (0 when it cannot be read; the op itself then reports the error). */
+function batchOf(x: TensorInput): number {
+  const shape = (x as { shape?: unknown; dims?: unknown } | null)?.shape ?? (x as { dims?: unknown } | null)?.dims;
+  return Array.isArray(shape) && typeof shape[0] === 'number' ? shape[0] : 0;
+}
 
 // ---- triangular vectorization ---------------------------------------------------------------
 
-function triuvecImpl(sIn: TensorInput, async: boolean) {
+function triuvecImpl(sIn: TensorInput, async: boolean, control?: NativeControl) {
   const s = Tensor.from(sIn);
   const { B, C } = matrixDims(s, 'matrices');
-  return then(native().triuvec(live(s, 'matrices'), B, C, async), async, (y) => new Tensor(y, [B, triangleSize(C)]));
+  return then(native().triuvec(live(s, 'matrices'), B, C, control, async), async, (y) => new Tensor(y, [B, triangleSize(C)]));
 }
 /** Upper triangle, row by row, diagonal included: [B, C, C] -> [B, C(C+1)/2]. */
-export const triuvec = (s: TensorInput): Promise<Tensor> => promised(() => triuvecImpl(s, true) as Promise<Tensor>);
+export const triuvec = (s: TensorInput, options?: CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, 0, (c) => triuvecImpl(s, true, c) as Promise<Tensor>));
 export const triuvecSync = (s: TensorInput): Tensor => triuvecImpl(s, false) as Tensor;
 
-function triuvecBackwardImpl(dyIn: TensorInput, C: number, async: boolean) {
+function triuvecBackwardImpl(dyIn: TensorInput, C: number, async: boolean, control?: NativeControl) {
   const dy = Tensor.from(dyIn);
   if (!Number.isInteger(C) || C < 1) throw new RangeError(`covpool: C must be a positive integer, got ${formatValue(C)}`);
   if (dy.rank !== 2 || dy.shape[1] !== triangleSize(C))
     throw new RangeError(`covpool: gradient must have shape [B, ${triangleSize(C)}] for C = ${C}, got ${shapeString(dy.shape)}`);
   const B = dy.shape[0];
-  return then(native().triuvecBackward(live(dy, 'gradient'), B, C, async), async, (g) => new Tensor(g, [B, C, C]));
+  return then(native().triuvecBackward(live(dy, 'gradient'), B, C, control, async), async, (g) => new Tensor(g, [B, C, C]));
 }
 /** Gradient of triuvec: [B, C(C+1)/2] -> [B, C, C] (upper triangle, zeros below). */
-export const triuvecBackward = (dy: TensorInput, C: number): Promise<Tensor> => promised(() => triuvecBackwardImpl(dy, C, true) as Promise<Tensor>);
+export const triuvecBackward = (dy: TensorInput, C: number, options?: CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, 0, (c) => triuvecBackwardImpl(dy, C, true, c) as Promise<Tensor>));
 export const triuvecBackwardSync = (dy: TensorInput, C: number): Tensor => triuvecBackwardImpl(dy, C, false) as Tensor;
 
 // ---- eigendecomposition ---------------------------------------------------------------------
@@ -210,31 +355,33 @@ export interface Eigh {
   /** Eigenvectors as columns, [B, C, C]: A = V diag(values) V^T. */
   vectors: Tensor;
 }
-function eighImpl(aIn: TensorInput, async: boolean) {
+function eighImpl(aIn: TensorInput, async: boolean, control?: NativeControl) {
   const a = Tensor.from(aIn);
   const { B, C } = matrixDims(a, 'matrices');
-  return then(native().eigh(live(a, 'matrices'), B, C, async), async, (r) => ({
+  return then(native().eigh(live(a, 'matrices'), B, C, control, async), async, (r) => ({
     values: new Tensor(r.values, [B, C]),
     vectors: new Tensor(r.vectors, [B, C, C]),
   }));
 }
 /** Batched symmetric eigendecomposition (LAPACK syevd), in the input dtype. */
-export const eigh = (a: TensorInput): Promise<Eigh> => promised(() => eighImpl(a, true) as Promise<Eigh>);
+export const eigh = (a: TensorInput, options?: CallOptions): Promise<Eigh> =>
+  promised(() => controlled(options, batchOf(a), (c) => eighImpl(a, true, c) as Promise<Eigh>));
 export const eighSync = (a: TensorInput): Eigh => eighImpl(a, false) as Eigh;
 
 // ---- matrix square root ---------------------------------------------------------------------
 
-function sqrtmImpl(aIn: TensorInput, spec: MethodSpec, async: boolean) {
+function sqrtmImpl(aIn: TensorInput, spec: MethodSpec, async: boolean, control?: NativeControl) {
   const a = Tensor.from(aIn);
   const { B, C } = matrixDims(a, 'matrices');
   const opts = toMethodOptions(spec);
-  return then(native().sqrtm(live(a, 'matrices'), B, C, opts, async), async, (r) => ({
+  return then(explainNativeError(() => native().sqrtm(live(a, 'matrices'), B, C, opts, control, async)), async, (r) => ({
     output: new Tensor(r.output, [B, C, C]),
     state: new BackwardState(r.state, 'sqrtm', [B, C, C], [B, C, C]),
   }));
 }
 /** Matrix square root of symmetric PSD matrices [B, C, C] by the given method. */
-export const sqrtm = (a: TensorInput, method: MethodSpec): Promise<ForwardResult> => promised(() => sqrtmImpl(a, method, true) as Promise<ForwardResult>);
+export const sqrtm = (a: TensorInput, method: MethodSpec, options?: CallOptions): Promise<ForwardResult> =>
+  promised(() => controlled(options, batchOf(a), (c) => sqrtmImpl(a, method, true, c) as Promise<ForwardResult>));
 export const sqrtmSync = (a: TensorInput, method: MethodSpec): ForwardResult => sqrtmImpl(a, method, false) as ForwardResult;
 
 /** @internal Checks the `checkState` argument is a genuine state (for the layer's own check). */
@@ -242,42 +389,43 @@ export function isGenuineState(state: unknown): boolean {
   return state instanceof BackwardState && genuine.has(state);
 }
 
-function retainOption(options: BackwardOptions | undefined): boolean {
+function retainOption(options: BackwardOptions | undefined, async: boolean): boolean {
   if (options === undefined) return false;
   if (options === null || typeof options !== 'object') throw new TypeError(`covpool: backward options must be an object, got ${formatValue(options)}`);
+  const allowed = async ? ['retainState', 'signal', 'onProgress'] : ['retainState'];
   for (const key of Object.keys(options))
-    if (key !== 'retainState') throw new RangeError(`covpool: unknown backward option '${key}' (its options: retainState)`);
+    if (!allowed.includes(key)) throw new RangeError(`covpool: unknown backward option '${key}' (its options: ${allowed.join(', ')})`);
   const r = options.retainState;
   if (r !== undefined && typeof r !== 'boolean') throw new TypeError(`covpool: option 'retainState' must be a boolean, got ${formatValue(r)}`);
   return r === true;
 }
 
 /** @internal Shared by sqrtmBackward and the layer: checks state and gradient, then runs backward. */
-export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'layer' | 'sqrtm', async: boolean, options?: BackwardOptions) {
+export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'layer' | 'sqrtm', async: boolean, options?: BackwardOptions, control?: NativeControl) {
   requireGenuine(state);
   if (state.kind !== kind)
     throw new TypeError(`covpool: this state comes from a ${state.kind === 'layer' ? 'layer forward' : 'sqrtm'} call, not from ${kind === 'layer' ? 'a layer forward' : 'sqrtm'}`);
-  const retain = retainOption(options);
+  const retain = retainOption(options, async);
   if (state.disposed)
     throw new Error(
       freedByBackward.has(state)
         ? 'covpool: the state was freed by the backward that used it; pass { retainState: true } to that backward to run several backwards from one forward'
         : 'covpool: the state was disposed; run the forward pass again',
     );
-  const dy = Tensor.from(dyIn);
+  const dy = Tensor.from(dyIn, undefined, state.dtype);
   expectShape(dy, state.outputShape, 'output gradient');
   expectDType(dy, state.dtype, 'output gradient');
   const shape = state.inputShape;
-  const r = native().backward(state.handle, live(dy, 'output gradient'), !retain, async);
+  const r = native().backward(state.handle, live(dy, 'output gradient'), !retain, control, async);
   if (!retain) freedByBackward.add(state);
   return then(r, async, (g: NativeArray) => new Tensor(g, shape));
 }
 /**
  * Gradient w.r.t. the input matrices (symmetric representative), given dL/dS. Frees the state
- * unless `{ retainState: true }`.
+ * unless `{ retainState: true }`. `options.signal` / `options.onProgress` as for sqrtm.
  */
-export const sqrtmBackward = (state: BackwardState, dS: TensorInput, options?: BackwardOptions): Promise<Tensor> =>
-  promised(() => backwardImpl(state, dS, 'sqrtm', true, options) as Promise<Tensor>);
+export const sqrtmBackward = (state: BackwardState, dS: TensorInput, options?: BackwardOptions & CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, stateBatch(state), (c) => backwardImpl(state, dS, 'sqrtm', true, options, c) as Promise<Tensor>));
 export const sqrtmBackwardSync = (state: BackwardState, dS: TensorInput, options?: BackwardOptions): Tensor =>
   backwardImpl(state, dS, 'sqrtm', false, options) as Tensor;
 
@@ -291,7 +439,7 @@ export function backwardCoefficientsSync(values: TensorInput, method: MethodSpec
   const l = Tensor.from(values, 'float64');
   if (l.rank !== 2) throw new RangeError(`covpool: eigenvalues must have shape [B, C], got ${shapeString(l.shape)}`);
   const [B, C] = l.shape;
-  const f = native().coefficients(live(l, 'eigenvalues') as Float64Array, B, C, toMethodOptions(method), replace, false) as NativeArray;
+  const f = native().coefficients(live(l, 'eigenvalues') as Float64Array, B, C, toMethodOptions(method), replace, undefined, false) as NativeArray;
   return new Tensor(f, [B, C, C]);
 }
 
@@ -323,6 +471,36 @@ export function setMaxBytes(bytes: number): number {
   const previous = native().maxBytes();
   native().maxBytes(bytes);
   return previous;
+}
+
+/** Native memory, like torch.cuda.memory_allocated / memory_reserved: the host caching allocator and, once used, each CUDA device's. */
+export interface MemoryStats {
+  host: {
+    /** Held now by backward states, results being built and running calls. */
+    allocatedBytes: number;
+    /** The most held at once since the process started. */
+    peakAllocatedBytes: number;
+    /** Freed by covpool and kept for reuse (what emptyCache() releases). */
+    cachedBytes: number;
+    /** The most the cache keeps (COVPOOL_HOST_CACHE_MB). */
+    cacheLimitBytes: number;
+  };
+  /** One entry per CUDA device the process has used (none without the CUDA backend). */
+  devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
+}
+
+/** Native memory in use and cached, host and CUDA devices. */
+export function memoryStats(): MemoryStats {
+  return native().memoryStats();
+}
+
+/**
+ * Returns the memory covpool keeps cached for reuse to the system (host: freed blocks, and the C
+ * heap is trimmed; CUDA: every device's parked blocks), like torch.cuda.empty_cache. Memory held
+ * by live states is not touched: dispose() them first. Returns the bytes released from the caches.
+ */
+export function emptyCache(): number {
+  return native().emptyCache();
 }
 
 /** Backend name, worker threads, the method list, and whether the CUDA backend is built in and how many GPUs it sees. */

@@ -40,7 +40,7 @@ export function formatValue(v: unknown, depth = 0): string {
   return '{ ' + body.join(', ') + (keys.length > 6 ? ', …' : '') + ' }';
 }
 
-export function shapeString(shape: readonly number[]): string {
+export function shapeString(shape: readonly unknown[]): string {
   return Array.isArray(shape) ? '[' + shape.map((d) => formatValue(d, 1)).join(', ') + ']' : formatValue(shape);
 }
 
@@ -48,6 +48,12 @@ export function shapeString(shape: readonly number[]): string {
 function copyBudget(): number {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   return (require('./native') as typeof import('./native')).native().maxBytes();
+}
+
+/** A TensorFlow.js tensor (duck-typed: covpool never loads tfjs itself). */
+function isTfjsTensor(x: unknown): boolean {
+  const t = x as { dataSync?: unknown; data?: unknown; dataId?: unknown } | null;
+  return t !== null && typeof t === 'object' && typeof t.dataSync === 'function' && typeof t.data === 'function';
 }
 
 // By tag rather than instanceof: arrays made in another realm (a vm context, jest's sandbox, a
@@ -103,12 +109,22 @@ export class Tensor {
     this.shape = Object.freeze(shp.slice());
   }
 
-  /** A Tensor from a Tensor (returned as is) or a {data, shape} / {data, dims} object. */
-  static from(x: TensorInput, dtype?: DType): Tensor {
+  /**
+   * A Tensor from a Tensor (returned as is) or a {data, shape} / {data, dims} object. `dtype`
+   * is required of the result; `plainDType` is the dtype plain number arrays are converted to
+   * when neither `dtype` nor the object says (default float32).
+   */
+  static from(x: TensorInput, dtype?: DType, plainDType?: DType): Tensor {
     if (x instanceof Tensor) {
       if (dtype && dtype !== x.dtype) throw new TypeError(`covpool: expected a ${dtype} tensor, got ${x.dtype}`);
       return x;
     }
+    if (isTfjsTensor(x))
+      throw new TypeError(
+        'covpool: got a TensorFlow.js tensor; covpool ops take covpool Tensors or {data, shape} objects. ' +
+          "In a tfjs model use covpool/tfjs (covPoolLayer, covPoolOp); otherwise convert with Tensor.from({ data: t.dataSync(), shape: t.shape }) " +
+          "and mind the layout: tfjs convolutions give NHWC [B, H, W, C], so pass dataFormat: 'channelsLast'",
+      );
     if (x === null || typeof x !== 'object' || !('data' in x))
       throw new TypeError('covpool: expected a Tensor or an object with `data` and `shape`');
     const shape = x.shape ?? x.dims;
@@ -116,7 +132,8 @@ export class Tensor {
     const declared = x.dtype;
     if (declared !== undefined && declared !== 'float32' && declared !== 'float64')
       throw new TypeError(`covpool: dtype ${formatValue(declared)} is not supported; expected 'float32' or 'float64'`);
-    return new Tensor(x.data, shape, dtype ?? (declared as DType | undefined));
+    const plain = !ArrayBuffer.isView(x.data);
+    return new Tensor(x.data, shape, dtype ?? (declared as DType | undefined) ?? (plain ? plainDType : undefined));
   }
 
   static zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
@@ -153,10 +170,10 @@ export class Tensor {
   }
 
   private static checkShape(shape: readonly number[]): number[] {
-    if (!Array.isArray(shape)) throw new TypeError(`covpool: shape must be an array of positive integers, got ${formatValue(shape)}`);
+    if (!Array.isArray(shape)) throw new TypeError(`covpool: shape must be an array of non-negative integers, got ${formatValue(shape)}`);
     for (const d of shape)
-      if (!Number.isInteger(d) || d < 1)
-        throw new RangeError(`covpool: shape ${shapeString(shape)} must hold positive integers (got ${formatValue(d)}${typeof d === 'number' ? '' : `, a ${typeof d}`})`);
+      if (!Number.isInteger(d) || d < 0)
+        throw new RangeError(`covpool: shape ${shapeString(shape)} must hold non-negative integers (got ${formatValue(d)}${typeof d === 'number' ? '' : `, a ${typeof d}`})`);
     return shape.slice();
   }
 }

@@ -90,7 +90,7 @@ const squareRank2 = new Tensor(new Float64Array(9), [3, 3]);
 const layerNs = new CovPoolLayer('ns');
 
 checkCases('wrong rank or shape', [
-  { name: 'covpool on rank-2 features', sync: () => covpoolSync(rank2), async: () => covpool(rank2), cls: 'RangeError', re: /features must have shape \[B, C, N\] or \[B, C, H, W\], got \[2, 3\] \(rank 2\)/ },
+  { name: 'covpool on rank-2 features', sync: () => covpoolSync(rank2), async: () => covpool(rank2), cls: 'RangeError', re: /features must have shape \[B, C, N\] or \[B, C, H, W\], got \[2, 3\] \(rank 2; dataFormat .channelsFirst.\)/ },
   { name: 'covpool on rank-5 features', sync: () => covpoolSync(rank5), async: () => covpool(rank5), cls: 'RangeError', re: /\[B, C, N\] or \[B, C, H, W\].*rank 5/ },
   { name: 'layer.forward on rank-2 features', sync: () => layerNs.forwardSync(rank2), async: () => layerNs.forward(rank2), cls: 'RangeError', re: /features must have shape.*rank 2/ },
   { name: 'layer.forward on rank-5 features', sync: () => layerNs.forwardSync(rank5), async: () => layerNs.forward(rank5), cls: 'RangeError', re: /features must have shape.*rank 5/ },

@@ -68,7 +68,9 @@ describe('2. memory stays bounded in synchronous loops without dispose()', () =>
       layer.backwardSync(state, output);
       last = state;
     }
-    expect(liveStates()).toBe(before);
+    // <=, not ==: states dropped by earlier tests may be swept (freed) during the loop, whenever the
+    // garbage collector happens to find them; what must not happen is growth.
+    expect(liveStates()).toBeLessThanOrEqual(before);
     expect(last!.disposed).toBe(true);
     expect(last!.bytes).toBe(0);
   });
@@ -259,7 +261,7 @@ describe('6. smaller items', () => {
   });
   test('messages print the offending value unambiguously', () => {
     expectThrow(() => new CovPoolLayer({ method: 'ns', iterations: '5' } as never), 'RangeError', /option 'iterations' must be a non-negative integer, got '5'$/);
-    expectThrow(() => new Tensor(new Float32Array(2), ['2'] as never), 'RangeError', /shape \['2'\] must hold positive integers \(got '2', a string\)/);
+    expectThrow(() => new Tensor(new Float32Array(2), ['2'] as never), 'RangeError', /shape \['2'\] must hold non-negative integers \(got '2', a string\)/);
     expectThrow(() => new CovPoolLayer({ method: 'svd-trunc', kappa: '1' } as never), 'RangeError', /got '1'$/);
     expectThrow(() => new CovPoolLayer({ method: 5 } as never), 'RangeError', /unknown method 5;/);
     expectThrow(() => new CovPoolLayer({ method: 'svd', precision: ['float32'] } as never), 'RangeError', /got \['float32'\]$/);

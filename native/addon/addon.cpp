@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "../core/backend.h"
+#include "../core/host_cache.h"
 #include "../core/pade.h"
 #include "../core/threadpool.h"
 #include "../cpu/blas.h"
@@ -45,6 +46,34 @@ struct Task {
   std::function<void()> run;
   std::function<Napi::Value(Napi::Env)> result;
 };
+
+// ---- call controls: an AbortSignal and a progress callback reach native code as a control token
+// (an External, passed just before the async flag). Cancellation is checked between batch items
+// (core/threadpool); progress goes back to JS through a thread-safe function.
+const napi_type_tag kControlTag = {0x636f76706f6f6c31ULL, 0x636f6e74726f6c01ULL};
+
+struct ControlHolder {
+  std::shared_ptr<CallControl> control = std::make_shared<CallControl>();
+  Napi::ThreadSafeFunction progress;
+  bool hasProgress = false;
+  void releaseProgress() {
+    if (hasProgress) progress.Release();
+    hasProgress = false;
+  }
+};
+
+ControlHolder* controlArg(const Napi::Value& v) {
+  if (!v.IsExternal()) return nullptr;
+  auto ext = v.As<Napi::External<ControlHolder>>();
+  return ext.CheckTypeTag(&kControlTag) ? ext.Data() : nullptr;
+}
+
+// The control token of a call: the argument before the trailing async flag, when it is one.
+std::shared_ptr<CallControl> callControl(const Napi::CallbackInfo& info) {
+  if (info.Length() < 2) return nullptr;
+  ControlHolder* h = controlArg(info[info.Length() - 2]);
+  return h ? h->control : nullptr;
+}
 
 class TaskWorker : public Napi::AsyncWorker {
  public:
@@ -99,6 +128,12 @@ Napi::Value submit(const Napi::CallbackInfo& info, bool async, const std::functi
       t.run();
       return t.result(env);
     }
+    if (std::shared_ptr<CallControl> control = callControl(info)) {
+      t.run = [control, run = std::move(t.run)] {
+        CallScope scope(control.get());
+        run();
+      };
+    }
     auto* w = new TaskWorker(env, std::move(t));
     Napi::Promise p = w->promise();
     w->Queue();
@@ -137,8 +172,7 @@ Backend& backendFor(const std::string& device) {
     index = std::stoi(device.substr(5));
   if (index < 0) failRange("device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got '" + device + "'");
   if (!kCudaBuilt)
-    fail("device '" + device + "' was asked for, but this covpool binary was built without the CUDA backend "
-         "(build it with `npm run build:cmake` on a machine with the CUDA toolkit, cuBLAS and cuSOLVER)");
+    fail("device '" + device + "' was asked for, but this covpool binary was built without the CUDA backend");
 #ifdef COVPOOL_WITH_CUDA
   const int count = cudaDeviceCount();
   if (count == 0) fail("device '" + device + "' was asked for, but no CUDA device is available");
@@ -166,6 +200,28 @@ Napi::Object forwardResult(Napi::Env env, const Buffer& out, std::shared_ptr<Sta
   r.Set("output", toTypedArray(env, out));
   r.Set("state", wrapState(env, std::move(st)));
   return r;
+}
+
+// The batch size: a non-negative integer (B = 0 gives empty results, as in PyTorch).
+int batchArg(const Napi::CallbackInfo& info, std::size_t index) {
+  if (index < info.Length() && info[index].IsNumber() && info[index].As<Napi::Number>().DoubleValue() == 0) return 0;
+  return dimArg(info, index, "B");
+}
+
+// Channels-last features for a backend that only takes [B, C, N]: transposed on the host, per item.
+Buffer transposeFeatures(const Buffer& in, int B, int rows, int cols) {
+  Buffer out(in.dtype(), in.size());
+  dispatchDType(in.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* a = in.as<T>();
+    T* o = out.as<T>();
+    const std::size_t per = static_cast<std::size_t>(rows) * cols;
+    for (int b = 0; b < B; ++b)
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) o[b * per + static_cast<std::size_t>(c) * rows + r] = a[b * per + static_cast<std::size_t>(r) * cols + c];
+    return 0;
+  });
+  return out;
 }
 
 // ---- sizes and budgets: every count is computed without wrapping and every call is priced
@@ -227,10 +283,10 @@ void requireFinite(const Buffer& out, std::size_t items, const std::string& what
 // ---- ops ---------------------------------------------------------------------------------------
 // Each op: dimensions, element counts without wrapping, the budget, then the input copies.
 
-// covpool(x, B, C, N, async)
+// covpool(x, B, C, N, channelsLast, [control], async)
 Napi::Value Covpool(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    Dims d{dimArg(info, 1, "B"), dimArg(info, 2, "C"), dimArg(info, 3, "N")};
+    Dims d{batchArg(info, 1), dimArg(info, 2, "C"), dimArg(info, 3, "N"), boolArg(info, 4, "channelsLast")};
     const std::size_t B = d.B, C = d.C, N = d.N;
     const std::string what = "covpool of features " + shapeText({B, C, N});
     const std::size_t nx = checkedProduct({B, C, N}, what), nOut = checkedProduct({B, C, C}, what);
@@ -246,10 +302,10 @@ Napi::Value Covpool(const Napi::CallbackInfo& info) {
   });
 }
 
-// covpoolBackward(x, dA, B, C, N, async)
+// covpoolBackward(x, dA, B, C, N, channelsLast, [control], async)
 Napi::Value CovpoolBackward(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    Dims d{dimArg(info, 2, "B"), dimArg(info, 3, "C"), dimArg(info, 4, "N")};
+    Dims d{batchArg(info, 2), dimArg(info, 3, "C"), dimArg(info, 4, "N"), boolArg(info, 5, "channelsLast")};
     const std::size_t B = d.B, C = d.C, N = d.N;
     const std::string what = "covpoolBackward of features " + shapeText({B, C, N});
     const std::size_t nx = checkedProduct({B, C, N}, what), nA = checkedProduct({B, C, C}, what);
@@ -269,7 +325,7 @@ Napi::Value CovpoolBackward(const Napi::CallbackInfo& info) {
 // triuvec(s, B, C, async) / triuvecBackward(dy, B, C, async)
 Napi::Value Triuvec(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
+    const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
     const std::string what = "triuvec of matrices " + shapeText({(size_t)B, (size_t)C, (size_t)C});
     const std::size_t n = checkedProduct({(size_t)B, (size_t)C, (size_t)C}, what);
     requireBytes(opBytes(1.5 * n, dtypeSize(dtypeArg(info, 0)), 0), what);
@@ -285,7 +341,7 @@ Napi::Value Triuvec(const Napi::CallbackInfo& info) {
 }
 Napi::Value TriuvecBackward(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
+    const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
     const std::string what = "triuvecBackward to matrices " + shapeText({(size_t)B, (size_t)C, (size_t)C});
     const std::size_t n = checkedProduct({(size_t)B, (size_t)C * (C + 1) / 2}, what);
     requireBytes(opBytes(3.0 * n, dtypeSize(dtypeArg(info, 0)), 0), what);
@@ -299,7 +355,7 @@ Napi::Value TriuvecBackward(const Napi::CallbackInfo& info) {
 // eigh(a, B, C, async) -> {values, vectors}
 Napi::Value Eigh(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
+    const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
     const std::string what = "eigh of matrices " + shapeText({(size_t)B, (size_t)C, (size_t)C});
     const std::size_t n = checkedProduct({(size_t)B, (size_t)C, (size_t)C}, what);
     requireBytes(opBytes(2.0 * n + double(B) * C, dtypeSize(dtypeArg(info, 0)), 4.0 * C * C + 6.0 * C), what);
@@ -329,7 +385,7 @@ double forwardBytes(const SqrtmOptions& o, DType in, double B, double C, double 
 // sqrtm(a, B, C, options, async) -> {output, state}
 Napi::Value Sqrtm(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
+    const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
     const std::string what = "sqrtm of matrices " + shapeText({(size_t)B, (size_t)C, (size_t)C});
     const std::size_t n = checkedProduct({(size_t)B, (size_t)C, (size_t)C}, what);
     const DType in = dtypeArg(info, 0);
@@ -338,6 +394,7 @@ Napi::Value Sqrtm(const Napi::CallbackInfo& info) {
     requireIndexable(C);
     auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", n));
     Backend* be = &backendFor(deviceOption(info, 3));
+    if (B == 0) be = &cpuBackend();  // an empty batch needs no device
     auto out = std::make_shared<Buffer>();
     auto st = std::make_shared<std::shared_ptr<State>>();
     return Task{[=] {
@@ -350,10 +407,10 @@ Napi::Value Sqrtm(const Napi::CallbackInfo& info) {
   });
 }
 
-// layer(x, B, C, N, options, vectorize, async) -> {output, state}
+// layer(x, B, C, N, options, vectorize, channelsLast, [control], async) -> {output, state}
 Napi::Value Layer(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    Dims d{dimArg(info, 1, "B"), dimArg(info, 2, "C"), dimArg(info, 3, "N")};
+    Dims d{batchArg(info, 1), dimArg(info, 2, "C"), dimArg(info, 3, "N"), boolArg(info, 6, "channelsLast")};
     const std::size_t B = d.B, C = d.C, N = d.N;
     const std::string what = "the layer on features " + shapeText({B, C, N});
     const std::size_t nx = checkedProduct({B, C, N}, what);
@@ -365,11 +422,18 @@ Napi::Value Layer(const Napi::CallbackInfo& info) {
     requireIndexable(C);
     auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", nx));
     Backend* be = &backendFor(deviceOption(info, 4));
+    if (d.B == 0) be = &cpuBackend();  // an empty batch needs no device
+    const bool transpose = d.channelsLast && !be->channelsLastFeatures();
+    if (transpose) {
+      *x = transposeFeatures(*x, d.B, d.N, d.C);
+      d.channelsLast = false;
+    }
     auto out = std::make_shared<Buffer>();
     auto st = std::make_shared<std::shared_ptr<State>>();
     return Task{[=] {
                   *st = be->layer(*x, d, o, vectorize, *out);
                   (*st)->backend = be;
+                  (*st)->hostTransposedFeatures = transpose;
                   requireFinite(*out, B, std::string("the layer output (") + methodName(o.method) + ")");
                 },
                 [=](Napi::Env e) -> Napi::Value { return forwardResult(e, *out, *st); }};
@@ -395,6 +459,7 @@ Napi::Value Backward(const Napi::CallbackInfo& info) {
     auto out = std::make_shared<Buffer>();
     return Task{[=] {
                   *out = st->backend->backward(*st, *dy);
+                  if (st->hostTransposedFeatures) *out = transposeFeatures(*out, st->dims.B, st->dims.C, st->dims.N);
                   requireFinite(*out, B, std::string("the gradient (") + methodName(st->options.method) + ")");
                 },
                 [=](Napi::Env e) { return toTypedArray(e, *out); }};
@@ -404,7 +469,7 @@ Napi::Value Backward(const Napi::CallbackInfo& info) {
 // coefficients(values [B, C] float64, B, C, options, replace, async) -> F [B, C, C] float64
 Napi::Value Coefficients(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
+    const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
     const std::string what = "the coefficient matrices " + shapeText({(size_t)B, (size_t)C, (size_t)C});
     const std::size_t nl = checkedProduct({(size_t)B, (size_t)C}, what), n = checkedProduct({(size_t)B, (size_t)C, (size_t)C}, what);
     requireBytes(opBytes(double(nl) + double(n), 8, 0), what);
@@ -440,6 +505,7 @@ Napi::Value StateInfo(const Napi::CallbackInfo& info) {
       r.Set("dtype", dtypeName(s.dtype));
       r.Set("device", s.backend ? s.backend->name() : "cpu");
       r.Set("vectorize", s.vectorize);
+      r.Set("channelsLast", s.dims.channelsLast || s.hostTransposedFeatures);
       r.Set("bytes", static_cast<double>(s.bytes()));
       r.Set("options", optionsToJs(env, s.options));
     }
@@ -524,6 +590,86 @@ Napi::Value PadeCoefficientsJs(const Napi::CallbackInfo& info) {
   }
 }
 
+// createControl(onProgress?) -> token; cancelControl(token); releaseControl(token)
+Napi::Value CreateControl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* h = new ControlHolder();
+  if (info.Length() > 0 && info[0].IsFunction()) {
+    h->progress = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "covpool progress", 0, 1);
+    h->progress.Unref(env);  // a pending report never keeps the process alive; the call itself does
+    h->hasProgress = true;
+    Napi::ThreadSafeFunction tsfn = h->progress;
+    h->control->progress = [tsfn](std::size_t done, std::size_t total) mutable {
+      auto* report = new std::pair<double, double>(static_cast<double>(done), static_cast<double>(total));
+      if (tsfn.NonBlockingCall(report, [](Napi::Env e, Napi::Function cb, std::pair<double, double>* r) {
+            std::unique_ptr<std::pair<double, double>> owned(r);
+            if (e == nullptr || cb.IsEmpty()) return;
+            try {
+              cb.Call({Napi::Number::New(e, r->first), Napi::Number::New(e, r->second)});
+            } catch (...) {
+              // the JS wrapper catches the user's errors; nothing may escape into the runtime here
+            }
+          }) != napi_ok)
+        delete report;
+    };
+  }
+  auto ext = Napi::External<ControlHolder>::New(env, h, [](Napi::Env, ControlHolder* p) {
+    p->releaseProgress();
+    delete p;
+  });
+  ext.TypeTag(&kControlTag);
+  return ext;
+}
+
+Napi::Value CancelControl(const Napi::CallbackInfo& info) {
+  if (ControlHolder* h = info.Length() ? controlArg(info[0]) : nullptr) h->control->cancelled = true;
+  return info.Env().Undefined();
+}
+
+// Called when the call has settled: progress reports can no longer come, so the JS callback is let go.
+Napi::Value ReleaseControl(const Napi::CallbackInfo& info) {
+  if (ControlHolder* h = info.Length() ? controlArg(info[0]) : nullptr) h->releaseProgress();
+  return info.Env().Undefined();
+}
+
+// memoryStats() -> {host: {...}, devices: [...]}; emptyCache() -> bytes released
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const HostCacheStats s = hostCacheStats();
+  Napi::Object host = Napi::Object::New(env);
+  host.Set("allocatedBytes", static_cast<double>(s.allocatedBytes));
+  host.Set("peakAllocatedBytes", static_cast<double>(s.peakAllocatedBytes));
+  host.Set("cachedBytes", static_cast<double>(s.cachedBytes));
+  host.Set("cacheLimitBytes", static_cast<double>(s.limitBytes));
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("host", host);
+  Napi::Array devices = Napi::Array::New(env);
+#ifdef COVPOOL_WITH_CUDA
+  for (const DeviceMemoryStats& d : cudaMemoryStats()) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("device", "cuda:" + std::to_string(d.device));
+    o.Set("allocatedBytes", static_cast<double>(d.allocatedBytes));
+    o.Set("cachedBytes", static_cast<double>(d.cachedBytes));
+    devices.Set(devices.Length(), o);
+  }
+#endif
+  r.Set("devices", devices);
+  return r;
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    double released = static_cast<double>(hostCacheRelease());
+#ifdef COVPOOL_WITH_CUDA
+    released += static_cast<double>(cudaEmptyCache());
+#endif
+    return Napi::Number::New(env, released);
+  } catch (const std::exception& e) {
+    throw jsError(env, e.what());
+  }
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
@@ -557,6 +703,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("resolveOptions", Napi::Function::New(env, ResolveOptions));
   exports.Set("padeCoefficients", Napi::Function::New(env, PadeCoefficientsJs));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("createControl", Napi::Function::New(env, CreateControl));
+  exports.Set("cancelControl", Napi::Function::New(env, CancelControl));
+  exports.Set("releaseControl", Napi::Function::New(env, ReleaseControl));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
+  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
   exports.Set("maxBytes", Napi::Function::New(env, MaxBytes));
   exports.Set("sweepStates", Napi::Function::New(env, SweepStates));
   return exports;

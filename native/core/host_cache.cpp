@@ -1,6 +1,10 @@
 #include "host_cache.h"
 
+#include <algorithm>
 #include <cstdlib>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -13,6 +17,7 @@ struct Cache {
   std::mutex m;
   std::unordered_map<std::size_t, std::vector<void*>> free;  // by rounded size
   std::size_t parked = 0;
+  std::size_t live = 0, peak = 0;  // handed out and not yet freed
   std::size_t limit = [] {
     const char* env = std::getenv("COVPOOL_HOST_CACHE_MB");
     const long mb = env ? std::atol(env) : 2048;
@@ -44,11 +49,17 @@ void* cachedAlloc(std::size_t bytes) {
       void* p = it->second.back();
       it->second.pop_back();
       c.parked -= size;
+      c.live += size;
+      c.peak = std::max(c.peak, c.live);
       return p;
     }
   }
   void* p = std::aligned_alloc(kAlign, size);
   if (!p) throw std::bad_alloc();
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lk(c.m);
+  c.live += size;
+  c.peak = std::max(c.peak, c.live);
   return p;
 }
 
@@ -58,6 +69,7 @@ void cachedFree(void* p, std::size_t bytes) {
   Cache& c = cache();
   {
     std::lock_guard<std::mutex> lk(c.m);
+    c.live -= size;
     if (c.parked + size <= c.limit) {
       c.free[size].push_back(p);
       c.parked += size;
@@ -65,6 +77,30 @@ void cachedFree(void* p, std::size_t bytes) {
     }
   }
   std::free(p);
+}
+
+HostCacheStats hostCacheStats() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lk(c.m);
+  return {c.parked, c.live, c.peak, c.limit};
+}
+
+std::size_t hostCacheRelease() {
+  std::unordered_map<std::size_t, std::vector<void*>> blocks;
+  std::size_t released = 0;
+  {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lk(c.m);
+    blocks.swap(c.free);
+    released = c.parked;
+    c.parked = 0;
+  }
+  for (auto& kv : blocks)
+    for (void* p : kv.second) std::free(p);
+#if defined(__GLIBC__)
+  malloc_trim(0);  // freed heap pages go back to the OS only when the heap is trimmed
+#endif
+  return released;
 }
 
 std::size_t hostCacheBytes() {

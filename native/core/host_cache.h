@@ -13,6 +13,17 @@ void* cachedAlloc(std::size_t bytes);
 void cachedFree(void* p, std::size_t bytes);
 std::size_t hostCacheBytes();  // bytes currently parked in the cache
 
+struct HostCacheStats {
+  std::size_t cachedBytes = 0;     // parked: freed by covpool, kept for reuse
+  std::size_t allocatedBytes = 0;  // in use: held by states, buffers and running calls
+  std::size_t peakAllocatedBytes = 0;
+  std::size_t limitBytes = 0;      // COVPOOL_HOST_CACHE_MB
+};
+HostCacheStats hostCacheStats();
+// Returns every parked block to the system (and, on glibc, trims the heap so the process' RSS
+// drops); blocks in use are not touched. Returns the bytes released from the cache.
+std::size_t hostCacheRelease();
+
 // A fixed-size array of T in cached memory; contents are NOT zero-initialized.
 template <class T> class CachedArray {
  public:

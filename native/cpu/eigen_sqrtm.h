@@ -157,8 +157,11 @@ template <class T> void eigenSqrtBackward(const SqrtmOptions& o, const T* dS, T*
   T* t1 = work + m;
   T* inner = work + 2 * m;
   symmetrize(dS, g, n);
+  // Both sandwich products W G W^T and W^T inner W are symmetric (G and inner are): the first
+  // factor in full, the second as an upper triangle (gemmUpper), 1.6 GEMMs of time instead of 2.
   gemm(false, false, n, T(1), w, g, T(0), t1);   // W G
-  gemm(false, true, n, T(1), t1, w, T(0), g);    // M = W G W^T (g reused)
+  gemmUpper(false, true, n, n, T(1), t1, n, w, n, T(0), g, n);  // M = W G W^T (g reused)
+  mirrorUpper(g, n);
   const T* M = g;
   Vec<T> sq(n);
   for (int i = 0; i < n; ++i) sq[i] = std::sqrt(l[i]);
@@ -180,7 +183,8 @@ template <class T> void eigenSqrtBackward(const SqrtmOptions& o, const T* dS, T*
     }
   }
   gemm(false, false, n, T(1), inner, w, T(0), t1);  // inner W
-  gemm(true, false, n, T(1), w, t1, T(0), dA);      // W^T inner W
+  gemmUpper(true, false, n, n, T(1), w, n, t1, n, T(0), dA, n);  // W^T inner W
+  mirrorUpper(dA, n);
 }
 
 }  // namespace covpool::cpu

@@ -779,6 +779,15 @@ class CudaBackend final : public Backend {
   explicit CudaBackend(int device) : cx_(new DeviceContext(device)) {}
   const char* name() const override { return cx_->name.c_str(); }
 
+  // For the addon's memoryStats() / emptyCache(): this device's cache, in use and parked.
+  DeviceMemoryStats memory() const { return {cx_->device, cx_->cache.liveBytes(), cx_->cache.parkedBytes()}; }
+  std::size_t emptyCache() {
+    Scope scope(*cx_);
+    const std::size_t parked = cx_->cache.parkedBytes();
+    cx_->cache.trim(true);
+    return parked;
+  }
+
   Buffer covpool(const Buffer& x, Dims d) override {
     return dispatchDType(x.dtype(), [&](auto tag) {
       using T = decltype(tag);
@@ -959,9 +968,29 @@ int cudaDeviceCount() {
   return n;
 }
 
+namespace {
+std::mutex backendsMutex;
+std::vector<cuda::CudaBackend*> backends;  // by device; pointees intentionally never deleted
+}  // namespace
+
+std::vector<DeviceMemoryStats> cudaMemoryStats() {
+  std::lock_guard<std::mutex> lock(backendsMutex);
+  std::vector<DeviceMemoryStats> r;
+  for (cuda::CudaBackend* b : backends)
+    if (b) r.push_back(b->memory());
+  return r;
+}
+
+std::size_t cudaEmptyCache() {
+  std::lock_guard<std::mutex> lock(backendsMutex);
+  std::size_t released = 0;
+  for (cuda::CudaBackend* b : backends)
+    if (b) released += b->emptyCache();
+  return released;
+}
+
 Backend& cudaBackend(int device) {
-  static std::mutex mu;
-  static std::vector<cuda::CudaBackend*> backends;  // pointees intentionally never deleted
+  auto& mu = backendsMutex;
   const int count = cudaDeviceCount();
   if (device < 0 || device >= count)
     failRange("device 'cuda:" + std::to_string(device) + "' does not exist: " + std::to_string(count) +

@@ -3,6 +3,9 @@
 // with COVPOOL_WITH_CUDA (CMakeLists.txt defines it when the toolkit with cuSOLVER and cuBLAS is
 // found).
 #pragma once
+#include <cstddef>
+#include <vector>
+
 #include "../core/backend.h"
 
 namespace covpool {
@@ -12,5 +15,15 @@ int cudaDeviceCount();
 // The backend for device `device` (0-based), created on first use and kept for the process'
 // lifetime. Throws a RangeError CovpoolError for an index that names no device.
 Backend& cudaBackend(int device);
+
+// Device memory of the CUDA backends created so far (for memoryStats()), and emptyCache(): every
+// parked block of their caching allocators goes back to the driver; returns the bytes released.
+struct DeviceMemoryStats {
+  int device = 0;
+  std::size_t allocatedBytes = 0;  // in use by states and running calls
+  std::size_t cachedBytes = 0;     // parked for reuse
+};
+std::vector<DeviceMemoryStats> cudaMemoryStats();
+std::size_t cudaEmptyCache();
 
 }  // namespace covpool
