@@ -17,7 +17,8 @@
         "native/cpu/cpu_backend.cpp",
         "native/addon/marshal.cpp",
         "native/addon/states.cpp",
-        "native/addon/addon.cpp"
+        "native/addon/addon.cpp",
+        "native/addon/preload.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
@@ -32,9 +33,9 @@
         ["static_blas=='true'", {
           "sources": ["native/cpu/static/gfortran_runtime.c"],
           "ldflags": ["-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL", "-L<(blas_lib_dir)"],
-          "libraries": ["-Wl,-Bstatic", "-llapacke", "-lopenblas", "-Wl,-Bdynamic", "-lpthread", "-lm"]
+          "libraries": ["-Wl,-Bstatic", "-llapacke", "-lopenblas", "-Wl,-Bdynamic", "-lpthread", "-lm", "-ldl"]
         }, {
-          "libraries": ["-lopenblas", "-llapacke"]
+          "libraries": ["-lopenblas", "-llapacke", "-ldl"]
         }]
       ]
     }

@@ -1,7 +1,7 @@
 // The GCP meta-layer: features -> covariance -> matrix square root -> upper-triangle vector,
 // with a backward pass, a method that may change between steps, and the hybrid-schedule helper.
 import { MethodSpec, MethodOptions, toMethodOptions } from './methods';
-import { NativeControl, explainNativeError, native } from './native';
+import { NativeControl, addonFor, explainNativeError, native } from './native';
 import {
   BackwardOptions,
   BackwardState,
@@ -115,12 +115,13 @@ export class CovPoolLayer {
     const { B, C, N } = featureDims(x.shape, this.dataFormat);
     if (B > 0 && isDetached(x.data)) throw new TypeError('covpool: features: its ArrayBuffer was detached (transferred) after the tensor was made');
     const outShape = this.vectorize ? [B, triangleSize(C)] : [B, C, C];
+    const addon = addonFor(this.opts.device);
     const wrap = (r: { output: Float32Array | Float64Array; state: never }): ForwardResult => {
-      const state = new BackwardState(r.state, 'layer', x.shape, outShape);
+      const state = new BackwardState(r.state, 'layer', x.shape, outShape, addon);
       this.own.add(state);
       return { output: new Tensor(r.output, outShape), state };
     };
-    const r = explainNativeError(() => native().layer(x.data, B, C, N, this.opts, this.vectorize, this.dataFormat === 'channelsLast', control, async));
+    const r = explainNativeError(() => addon.layer(x.data, B, C, N, this.opts, this.vectorize, this.dataFormat === 'channelsLast', control, async));
     return async ? (r as Promise<never>).then(wrap) : wrap(r as never);
   }
 

@@ -58,18 +58,23 @@ export interface NativeAddon {
   sweepStates(): void;
   /** The memory budget of one call in bytes; sets it first when given. */
   maxBytes(set?: number): number;
-  info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number };
+  info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number; cudaReason?: string };
+  /** dlopen(path, RTLD_NOW | RTLD_GLOBAL): null on success, else the loader's error (lib/cuda.ts). */
+  preloadLibrary?(path: string): string | null;
   createControl(onProgress?: (done: number, total: number) => void): NativeControl;
   cancelControl(control: NativeControl): void;
   releaseControl(control: NativeControl): void;
   memoryStats(): {
-    host: { allocatedBytes: number; peakAllocatedBytes: number; cachedBytes: number; cacheLimitBytes: number };
+    host: { allocatedBytes: number; peakAllocatedBytes: number; cachedBytes: number; cacheLimitBytes: number; scratchBytes: number };
     devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
   };
   emptyCache(): number;
 }
 
+import { CudaStatus, loadCuda, loadedCudaAddon } from './cuda';
+
 let cached: NativeAddon | undefined;
+let cachedPath: string | undefined;
 
 /** The package root: the nearest folder above this file whose package.json is covpool's. */
 function packageRoot(): string {
@@ -142,7 +147,9 @@ export function native(): NativeAddon {
   try {
     const explicit = process.env.COVPOOL_ADDON;
     // eslint-disable-next-line @typescript-eslint/no-var-requires
-    cached = (explicit ? require(explicit) : require('node-gyp-build')(packageRoot())) as NativeAddon;
+    cachedPath = explicit ? require.resolve(explicit) : (require('node-gyp-build') as { path(dir: string): string }).path(packageRoot());
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    cached = require(cachedPath) as NativeAddon;
   } catch (err) {
     let where = 'the covpool package folder';
     try {
@@ -163,4 +170,51 @@ export function native(): NativeAddon {
     throw e;
   }
   return cached;
+}
+
+/** The path of the binary native() loaded. */
+export function nativePath(): string {
+  native();
+  return cachedPath as string;
+}
+
+/**
+ * Whether CUDA can be used and through which binary. The binary native() loaded serves CUDA
+ * itself when it was built with the CUDA backend (COVPOOL_ADDON pointing at a CUDA build);
+ * otherwise the package's CUDA-enabled binary is loaded on first use (lib/cuda.ts).
+ */
+export function cuda(): { status: CudaStatus; addon?: NativeAddon } {
+  const cpu = native();
+  const own = cpu.info();
+  if (own.cuda) {
+    const st: CudaStatus = { binary: nativePath(), loaded: true, devices: own.cudaDevices, reason: own.cudaDevices > 0 ? '' : own.cudaReason ?? '', libraries: {}, searched: [] };
+    return { status: st, addon: cpu };
+  }
+  return loadCuda(cpu, packageRoot());
+}
+
+/** The binary that runs ops on `device`: the CPU binary for 'cpu', the CUDA-enabled one for CUDA. */
+export function addonFor(device: unknown): NativeAddon {
+  if (device === undefined || device === null || device === 'cpu') return native();
+  if (device === 'auto') {
+    const c = cuda();
+    return c.addon && c.status.devices > 0 ? c.addon : native();
+  }
+  if (typeof device !== 'string') return native(); // validated (with its message) in methods.ts / natively
+  const c = cuda();
+  if (!c.addon) {
+    const advice = c.status.binary ? '' : '; ' + cudaBuildAdvice();
+    const e = new Error(`covpool: device '${device}' was asked for, but ${c.status.reason}${advice}`);
+    (e as Error & { code?: string }).code = 'ERR_COVPOOL';
+    throw e;
+  }
+  return c.addon; // it reports a missing driver or device itself, with the reason
+}
+
+/** Every binary loaded so far (the CPU one, and the CUDA-enabled one once it is); loads nothing new. */
+export function loadedAddons(): NativeAddon[] {
+  const all = [native()];
+  const c = loadedCudaAddon();
+  if (c && c !== all[0]) all.push(c);
+  return all;
 }
