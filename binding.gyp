@@ -19,7 +19,8 @@
         "native/cpu/cpu_backend.cpp",
         "native/addon/marshal.cpp",
         "native/addon/states.cpp",
-        "native/addon/addon.cpp"
+        "native/addon/addon.cpp",
+        "native/addon/preload.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
@@ -34,9 +35,9 @@
           "sources": ["native/cpu/static/gfortran_runtime.c", "native/cpu/static/glibc_compat.c"],
           "ldflags": ["-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL", "-L<(blas_lib_dir)",
                       "-Wl,--wrap=exp", "-Wl,--wrap=log", "-Wl,--wrap=pow", "-Wl,--wrap=exp2", "-Wl,--wrap=log2"],
-          "libraries": ["-Wl,-Bstatic", "-llapacke", "-lopenblas", "-Wl,-Bdynamic", "-lpthread", "-lm"]
+          "libraries": ["-Wl,-Bstatic", "-llapacke", "-lopenblas", "-Wl,-Bdynamic", "-lpthread", "-lm", "-ldl"]
         }, {
-          "libraries": ["-lopenblas", "-llapacke"]
+          "libraries": ["-lopenblas", "-llapacke", "-ldl"]
         }]
       ]
     }

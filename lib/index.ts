@@ -18,7 +18,7 @@ export type {
   SvdNewtonOptions,
   MpaLyaOptions,
 } from './methods';
-export type { BackwardOptions, ForwardResult, ResolvedOptions, Eigh, CallOptions, CovpoolOptions, DataFormat, MemoryStats } from './ops';
+export type { BackendInfo, BackwardOptions, ForwardResult, ResolvedOptions, Eigh, CallOptions, CovpoolOptions, DataFormat, MemoryStats } from './ops';
 export {
   AbortError,
   BackwardState,

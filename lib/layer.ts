@@ -1,7 +1,7 @@
 // The GCP meta-layer: features -> covariance -> matrix square root -> upper-triangle vector,
 // with a backward pass, a method that may change between steps, and the hybrid-schedule helper.
 import { MethodSpec, MethodOptions, toMethodOptions } from './methods';
-import { NativeControl, explainNativeError, native } from './native';
+import { NativeControl, addonFor, explainNativeError, native } from './native';
 import {
   BackwardOptions,
   BackwardState,
@@ -115,12 +115,13 @@ export class CovPoolLayer {
     const { B, C, N } = featureDims(x.shape, this.dataFormat);
     if (B > 0 && isDetached(x.data)) throw new TypeError('covpool: features: its ArrayBuffer was detached (transferred) after the tensor was made');
     const outShape = this.vectorize ? [B, triangleSize(C)] : [B, C, C];
+    const addon = addonFor(this.opts.device);
     const wrap = (r: { output: Float32Array | Float64Array; state: never }): ForwardResult => {
-      const state = new BackwardState(r.state, 'layer', x.shape, outShape);
+      const state = new BackwardState(r.state, 'layer', x.shape, outShape, addon);
       this.own.add(state);
       return { output: new Tensor(r.output, outShape), state };
     };
-    const r = explainNativeError(() => native().layer(x.data, B, C, N, this.opts, this.vectorize, this.dataFormat === 'channelsLast', control, async));
+    const r = explainNativeError(() => addon.layer(x.data, B, C, N, this.opts, this.vectorize, this.dataFormat === 'channelsLast', control, async));
     return async ? (r as Promise<never>).then(wrap) : wrap(r as never);
   }
 
@@ -164,10 +165,14 @@ export class MethodSchedule {
 
   constructor(phases: SchedulePhase[]) {
     if (!Array.isArray(phases) || phases.length === 0) throw new RangeError('covpool: a schedule needs at least one phase');
+    // Each phase checked before sorting: sorting compares the starts as numbers.
+    for (const p of phases) {
+      if (p === null || typeof p !== 'object') throw new TypeError(`covpool: a schedule phase must be an object { from, method }, got ${formatValue(p)}`);
+      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${formatValue(p.from)}`);
+    }
     const sorted = phases.slice().sort((a, b) => a.from - b.from);
     if (sorted[0].from !== 0) throw new RangeError('covpool: the first phase of a schedule must start at 0');
     sorted.forEach((p, i) => {
-      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${formatValue(p.from)}`);
       if (i > 0 && p.from === sorted[i - 1].from) throw new RangeError(`covpool: two schedule phases start at ${p.from}`);
       checkedMethodOptions(p.method);
     });

@@ -54,20 +54,27 @@ export interface NativeAddon {
   disposeState(state: NativeState): void;
   resolveOptions(options: object, dtype: string, C: number): Record<string, unknown>;
   padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { p: number[]; q: number[] };
+  /** Frees the states whose JS values the garbage collector has collected. */
+  sweepStates(): void;
   /** The memory budget of one call in bytes; sets it first when given. */
   maxBytes(set?: number): number;
-  info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number };
+  info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number; cudaReason?: string };
+  /** dlopen(path, RTLD_NOW | RTLD_GLOBAL): null on success, else the loader's error (lib/cuda.ts). */
+  preloadLibrary?(path: string): string | null;
   createControl(onProgress?: (done: number, total: number) => void): NativeControl;
   cancelControl(control: NativeControl): void;
   releaseControl(control: NativeControl): void;
   memoryStats(): {
-    host: { allocatedBytes: number; peakAllocatedBytes: number; cachedBytes: number; cacheLimitBytes: number };
+    host: { allocatedBytes: number; peakAllocatedBytes: number; cachedBytes: number; cacheLimitBytes: number; scratchBytes: number };
     devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
   };
   emptyCache(): number;
 }
 
+import { CudaStatus, loadCuda, loadedCudaAddon } from './cuda';
+
 let cached: NativeAddon | undefined;
+let cachedPath: string | undefined;
 
 /** The package root: the nearest folder above this file whose package.json is covpool's. */
 function packageRoot(): string {
@@ -103,14 +110,15 @@ function isSourceCheckout(root: string): boolean {
   return fs.existsSync(path.join(root, 'tsconfig.json')) && fs.existsSync(path.join(root, 'lib', 'index.ts'));
 }
 
-/** How to build the addon with the CUDA backend, from where this copy of covpool is. */
-export function cudaBuildAdvice(): string {
+/** How to build the addon with the CUDA backend, from where this copy of covpool (`root`) is. */
+export function cudaBuildAdvice(root?: string): string {
   const req = 'on a machine with the CUDA toolkit (nvcc, cuBLAS, cuSOLVER; CUDA >= 12.6) and CMake';
-  let root: string;
-  try {
-    root = packageRoot();
-  } catch {
-    return `rebuild covpool from source with cmake-js ${req}`;
+  if (root === undefined) {
+    try {
+      root = packageRoot();
+    } catch {
+      return `rebuild covpool from source with cmake-js ${req}`;
+    }
   }
   if (isSourceCheckout(root)) return `rebuild it with \`npm run build:cmake\` in ${root} ${req}`;
   return `rebuild it from source ${req}: \`cd ${root} && npx cmake-js rebuild\` (the installed package carries the sources and CMakeLists.txt; npx fetches cmake-js)`;
@@ -142,8 +150,11 @@ export function native(): NativeAddon {
   const root = packageRoot();
   let file: string | undefined;
   try {
+    const explicit = process.env.COVPOOL_ADDON;
     // eslint-disable-next-line @typescript-eslint/no-var-requires
-    file = process.env.COVPOOL_ADDON || (require('node-gyp-build').resolve(root) as string);
+    file = explicit || (require('node-gyp-build').resolve(root) as string);
+    if (explicit) file = require.resolve(explicit);
+    cachedPath = file;
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     cached = require(file) as NativeAddon;
   } catch (err) {
@@ -165,4 +176,51 @@ export function native(): NativeAddon {
     throw e;
   }
   return cached;
+}
+
+/** The path of the binary native() loaded. */
+export function nativePath(): string {
+  native();
+  return cachedPath as string;
+}
+
+/**
+ * Whether CUDA can be used and through which binary. The binary native() loaded serves CUDA
+ * itself when it was built with the CUDA backend (COVPOOL_ADDON pointing at a CUDA build);
+ * otherwise the package's CUDA-enabled binary is loaded on first use (lib/cuda.ts).
+ */
+export function cuda(): { status: CudaStatus; addon?: NativeAddon } {
+  const cpu = native();
+  const own = cpu.info();
+  if (own.cuda) {
+    const st: CudaStatus = { binary: nativePath(), loaded: true, devices: own.cudaDevices, reason: own.cudaDevices > 0 ? '' : own.cudaReason ?? '', libraries: {}, searched: [] };
+    return { status: st, addon: cpu };
+  }
+  return loadCuda(cpu, packageRoot());
+}
+
+/** The binary that runs ops on `device`: the CPU binary for 'cpu', the CUDA-enabled one for CUDA. */
+export function addonFor(device: unknown): NativeAddon {
+  if (device === undefined || device === null || device === 'cpu') return native();
+  if (device === 'auto') {
+    const c = cuda();
+    return c.addon && c.status.devices > 0 ? c.addon : native();
+  }
+  if (typeof device !== 'string') return native(); // validated (with its message) in methods.ts / natively
+  const c = cuda();
+  if (!c.addon) {
+    const advice = c.status.binary ? '' : '; ' + cudaBuildAdvice();
+    const e = new Error(`covpool: device '${device}' was asked for, but ${c.status.reason}${advice}`);
+    (e as Error & { code?: string }).code = 'ERR_COVPOOL';
+    throw e;
+  }
+  return c.addon; // it reports a missing driver or device itself, with the reason
+}
+
+/** Every binary loaded so far (the CPU one, and the CUDA-enabled one once it is); loads nothing new. */
+export function loadedAddons(): NativeAddon[] {
+  const all = [native()];
+  const c = loadedCudaAddon();
+  if (c && c !== all[0]) all.push(c);
+  return all;
 }

@@ -2,7 +2,7 @@
 // the event loop) and a `...Sync` twin for scripts. Shapes are checked here so that errors name
 // the expected and the received shape; the native side re-checks everything it is given.
 import { MethodSpec, toMethodOptions } from './methods';
-import { NativeArray, NativeControl, NativeState, explainNativeError, native } from './native';
+import { NativeAddon, NativeArray, NativeControl, NativeState, addonFor, cuda, explainNativeError, loadedAddons, native, nativePath } from './native';
 import { DType, FloatArray, Tensor, TensorInput, formatValue, isDetached, shapeString } from './tensor';
 
 // ---- feature layout -------------------------------------------------------------------------
@@ -126,6 +126,18 @@ const genuine = new WeakSet<object>();
 const freedByBackward = new WeakSet<object>();
 let liveStateWarning = false;
 
+// The native side frees a collected state's memory at the next forward (so synchronous loops stay
+// bounded); this frees it in programs that make no further forward, once the event loop turns.
+let sweepQueued = false;
+const collected = new FinalizationRegistry<number>(() => {
+  if (sweepQueued) return;
+  sweepQueued = true;
+  setImmediate(() => {
+    sweepQueued = false;
+    native().sweepStates();
+  }).unref();
+});
+
 function requireGenuine(state: unknown): asserts state is BackwardState {
   if (state instanceof BackwardState && genuine.has(state)) return;
   throw new TypeError(
@@ -150,10 +162,14 @@ export class BackwardState {
   readonly outputShape: readonly number[];
   readonly options: ResolvedOptions;
 
+  /** @internal The binary that made the state (CPU or CUDA-enabled): its backward runs there. */
+  readonly addon: NativeAddon;
+
   /** @internal */
-  constructor(handle: NativeState, kind: 'layer' | 'sqrtm', inputShape: readonly number[], outputShape: readonly number[]) {
+  constructor(handle: NativeState, kind: 'layer' | 'sqrtm', inputShape: readonly number[], outputShape: readonly number[], addon: NativeAddon = native()) {
     this.handle = handle;
-    const info = native().stateInfo(handle);
+    this.addon = addon;
+    const info = addon.stateInfo(handle);
     this.kind = kind;
     this.dtype = info.dtype as DType;
     this.device = info.device as string;
@@ -161,21 +177,22 @@ export class BackwardState {
     this.inputShape = Object.freeze(inputShape.slice());
     this.outputShape = Object.freeze(outputShape.slice());
     genuine.add(this);
+    collected.register(this, 0);
     warnOnLiveStates(info.liveStates, info.liveBytes);
   }
   /** Native bytes held (0 once disposed). */
   get bytes(): number {
     requireGenuine(this);
-    const i = native().stateInfo(this.handle);
+    const i = this.addon.stateInfo(this.handle);
     return i.disposed ? 0 : (i.bytes as number);
   }
   get disposed(): boolean {
     requireGenuine(this);
-    return native().stateInfo(this.handle).disposed;
+    return this.addon.stateInfo(this.handle).disposed;
   }
   dispose(): void {
     requireGenuine(this);
-    native().disposeState(this.handle);
+    this.addon.disposeState(this.handle);
   }
 }
 
@@ -240,6 +257,7 @@ function expectDType(t: Tensor, dtype: DType, what: string): void {
 }
 
 export function triangleSize(C: number): number {
+  if (!Number.isSafeInteger(C) || C < 0) throw new RangeError(`covpool: C must be a non-negative integer, got ${formatValue(C)}`);
   return (C * (C + 1)) / 2;
 }
 
@@ -360,9 +378,10 @@ function sqrtmImpl(aIn: TensorInput, spec: MethodSpec, async: boolean, control?:
   const a = Tensor.from(aIn);
   const { B, C } = matrixDims(a, 'matrices');
   const opts = toMethodOptions(spec);
-  return then(explainNativeError(() => native().sqrtm(live(a, 'matrices'), B, C, opts, control, async)), async, (r) => ({
+  const addon = addonFor(opts.device);
+  return then(explainNativeError(() => addon.sqrtm(live(a, 'matrices'), B, C, opts, control, async)), async, (r) => ({
     output: new Tensor(r.output, [B, C, C]),
-    state: new BackwardState(r.state, 'sqrtm', [B, C, C], [B, C, C]),
+    state: new BackwardState(r.state, 'sqrtm', [B, C, C], [B, C, C], addon),
   }));
 }
 /** Matrix square root of symmetric PSD matrices [B, C, C] by the given method. */
@@ -402,7 +421,7 @@ export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'lay
   expectShape(dy, state.outputShape, 'output gradient');
   expectDType(dy, state.dtype, 'output gradient');
   const shape = state.inputShape;
-  const r = native().backward(state.handle, live(dy, 'output gradient'), !retain, control, async);
+  const r = state.addon.backward(state.handle, live(dy, 'output gradient'), !retain, control, async);
   if (!retain) freedByBackward.add(state);
   return then(r, async, (g: NativeArray) => new Tensor(g, shape));
 }
@@ -455,7 +474,7 @@ export function maxBytes(): number {
 export function setMaxBytes(bytes: number): number {
   if (!Number.isSafeInteger(bytes) || bytes < 1) throw new RangeError(`covpool: the memory budget must be a positive integer number of bytes, got ${formatValue(bytes)}`);
   const previous = native().maxBytes();
-  native().maxBytes(bytes);
+  for (const a of loadedAddons()) a.maxBytes(bytes); // the CUDA-enabled binary too, when it is loaded
   return previous;
 }
 
@@ -470,26 +489,74 @@ export interface MemoryStats {
     cachedBytes: number;
     /** The most the cache keeps (COVPOOL_HOST_CACHE_MB). */
     cacheLimitBytes: number;
+    /** Per-thread work space of batch items, kept between calls (emptyCache() frees it when no call runs). */
+    scratchBytes: number;
   };
   /** One entry per CUDA device the process has used (none without the CUDA backend). */
   devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
 }
 
-/** Native memory in use and cached, host and CUDA devices. */
+/**
+ * Native memory in use and cached, host and CUDA devices, over the binaries loaded (the CPU binary
+ * and, once CUDA was used, the CUDA-enabled one: each has its own host cache).
+ */
 export function memoryStats(): MemoryStats {
-  return native().memoryStats();
+  const all = loadedAddons().map((a) => a.memoryStats());
+  const host = { ...all[0].host };
+  for (const s of all.slice(1)) {
+    host.allocatedBytes += s.host.allocatedBytes;
+    host.peakAllocatedBytes += s.host.peakAllocatedBytes;
+    host.cachedBytes += s.host.cachedBytes;
+  }
+  return { host, devices: all.flatMap((s) => s.devices) };
 }
 
 /**
- * Returns the memory covpool keeps cached for reuse to the system (host: freed blocks, and the C
- * heap is trimmed; CUDA: every device's parked blocks), like torch.cuda.empty_cache. Memory held
- * by live states is not touched: dispose() them first. Returns the bytes released from the caches.
+ * Returns the memory covpool keeps cached for reuse to the system (host: freed blocks and, when
+ * no call is running, the threads' scratch; the C heap is then trimmed; CUDA: every device's
+ * parked blocks), like torch.cuda.empty_cache. Memory held by live states is not touched:
+ * dispose() them first. Returns the bytes released.
  */
 export function emptyCache(): number {
-  return native().emptyCache();
+  return loadedAddons().reduce((sum, a) => sum + a.emptyCache(), 0);
 }
 
-/** Backend name, worker threads, the method list, and whether the CUDA backend is built in and how many GPUs it sees. */
-export function backendInfo(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number } {
-  return native().info();
+/** What backendInfo() reports. */
+export interface BackendInfo {
+  /** The default backend ('cpu'). */
+  backend: string;
+  threads: number;
+  methods: string[];
+  /** The binary that runs CPU ops (the package's prebuilt binary or a local build). */
+  binary: string;
+  /** Whether the CUDA backend can be used: the CUDA-enabled binary is loaded (devices may still be 0). */
+  cuda: boolean;
+  /** CUDA devices visible to it. */
+  cudaDevices: number;
+  /** The CUDA-enabled binary (null: none for this platform). */
+  cudaBinary: string | null;
+  /** Why CUDA cannot be used ('' when a device can): a missing binary, library or driver, no GPU. */
+  cudaReason: string;
+  /** The cuBLAS/cuSOLVER files it pre-loaded, by soname. */
+  cudaLibraries: Record<string, string>;
+}
+
+/**
+ * Backend name, worker threads, the method list, which binary is loaded, and whether CUDA can be
+ * used and why not (this loads the CUDA-enabled binary when its libraries are found).
+ */
+export function backendInfo(): BackendInfo {
+  const i = native().info();
+  const c = cuda().status;
+  return {
+    backend: i.backend,
+    threads: i.threads,
+    methods: i.methods,
+    binary: nativePath(),
+    cuda: c.loaded,
+    cudaDevices: c.devices,
+    cudaBinary: c.binary,
+    cudaReason: c.reason,
+    cudaLibraries: c.libraries,
+  };
 }

@@ -367,6 +367,24 @@ describe('covpool-analyze with feature files', () => {
   });
 });
 
+describe('plots: coinciding series stay visible', () => {
+  test('three identical series get three dash patterns and three marker shapes, in the plot and the legend', () => {
+    const { svgPlot } = require('../lib/analysis/svg') as typeof import('../lib/analysis/svg');
+    const pts: Array<[number, number]> = [[1, 1], [2, 4], [3, 9]];
+    const svg = svgPlot({ title: 't', xLabel: 'x', yLabel: 'y', series: ['ns', 'svd-newton', 'mpa-lya'].map((name) => ({ name, points: pts, mode: 'both' as const })) });
+    const groups = [...svg.matchAll(/<g class="series" data-name="([^"]+)"[^>]*>([\s\S]*?)<\/g>/g)];
+    expect(groups.map((g) => g[1])).toEqual(['ns', 'svd-newton', 'mpa-lya']);
+    const dashes = groups.map((g) => /stroke-dasharray="([^"]+)"/.exec(g[2])?.[1] ?? 'solid');
+    expect(new Set(dashes).size).toBe(3);
+    // Markers: open shapes, one element kind per series here (circle, rect, polygon).
+    const shapes = groups.map((g) => /<(circle|rect|polygon|path) [^>]*fill="none"[^>]*stroke-width="1.2"/.exec(g[2])?.[1]);
+    expect(shapes).toEqual(['circle', 'rect', 'polygon']);
+    const legend = /<g class="legend">([\s\S]*?)<\/g>/.exec(svg)![1];
+    expect(new Set([...legend.matchAll(/stroke-dasharray="([^"]+)"/g)].map((m) => m[1])).size).toBe(2); // + one solid
+    expect(checkXml(svg).ok).toBe(true);
+  });
+});
+
 describe('covpool-analyze arguments', () => {
   test('defaults and --quick', () => {
     const full = parseArgs(['all']);

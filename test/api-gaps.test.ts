@@ -148,8 +148,22 @@ describe('MethodSchedule.apply keeps the options given for a method', () => {
 });
 
 describe('CUDA build advice', () => {
+  test('from an installed package (no sources, no dev tools) it names a command that works there', () => {
+    const { cudaBuildAdvice } = require('../lib/native') as typeof import('../lib/native');
+    const installed = require('fs').mkdtempSync(require('path').join(require('os').tmpdir(), 'covpool-installed-'));
+    try {
+      const advice = cudaBuildAdvice(installed);
+      expect(advice).toContain(`cd ${installed} && npx cmake-js rebuild`);
+      expect(advice).not.toMatch(/npm run build:cmake/);
+      expect(cudaBuildAdvice(require('path').resolve(__dirname, '..'))).toMatch(/npm run build:cmake/);
+    } finally {
+      require('fs').rmSync(installed, { recursive: true, force: true });
+    }
+  });
+
   const info = backendInfo();
-  (info.cuda ? test.skip : test)('a CUDA request from a CPU-only build says how to rebuild from here (a source checkout: npm run build:cmake)', () => {
+  // Only where no CUDA-enabled binary exists at all (test/cuda-loader.test.ts covers a binary whose libraries are missing).
+  (info.cudaBinary ? test.skip : test)('a CUDA request from a CPU-only build says how to rebuild from here (a source checkout: npm run build:cmake)', () => {
     const e = expectThrow(() => new CovPoolLayer({ method: 'ns', device: 'cuda' }).forwardSync(reluFeatures(1, 3, 4, 1, 'float32')), 'Error', /built without the CUDA backend/);
     expect(e.message).toMatch(/npm run build:cmake/);
     expect(e.message).toMatch(/cuSOLVER/);

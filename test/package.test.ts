@@ -6,7 +6,7 @@
 // is also installed and run in a fresh Debian 11 (glibc 2.31) by scripts/check-tarball-old-system.sh.
 //
 // Slow (it builds the static binaries in a Debian 11 chroot): runs when COVPOOL_PACKAGE_TEST=1, as CI does.
-import { execFileSync } from 'child_process';
+import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -18,11 +18,18 @@ const enabled = process.env.COVPOOL_PACKAGE_TEST === '1';
 const root = path.resolve(__dirname, '..');
 if (!enabled) console.log('test/package.test.ts skipped: set COVPOOL_PACKAGE_TEST=1 to pack, install and run the tarball');
 const maybe = enabled ? describe : describe.skip;
+// cuBLAS/cuSOLVER for the CUDA binary's with-libraries check: the toolkit scripts/cuda-toolkit.sh
+// assembles (CI), or COVPOOL_TEST_CUDA_LIBS.
+const toolkitLibs = process.env.COVPOOL_TEST_CUDA_LIBS ?? path.join(root, 'build-cmake', 'cuda-toolkit', 'lib64');
+// Whether this machine can build the CUDA binary (nvcc plus cuBLAS/cuSOLVER or their wheels).
+const canBuildCuda = enabled && spawnSync('bash', [path.join(root, 'scripts', 'cuda-toolkit.sh')], { cwd: root, stdio: 'ignore' }).status === 0;
+if (enabled && !canBuildCuda) console.log('test/package.test.ts: no CUDA toolkit here: the tarball carries no CUDA binary, its checks are skipped');
 
 maybe('npm pack -> install into an empty project', () => {
   let work: string;
   let tarball: string;
   let unpacked: string;
+  let prebuild: string; // the x64 CPU binary, in the packed copy (the CUDA one is next to it)
 
   beforeAll(() => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'covpool-pack-'));
@@ -37,9 +44,12 @@ maybe('npm pack -> install into an empty project', () => {
       fs.copyFileSync(path.join(root, f), path.join(src, f));
     }
     fs.symlinkSync(path.join(root, 'node_modules'), path.join(src, 'node_modules'));
-    const out = execFileSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: src, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    // The CUDA prebuild reuses the toolkit scripts/check-cuda.sh assembled, where there is one.
+    const env = fs.existsSync(toolkitLibs) ? { ...process.env, COVPOOL_CUDA_TOOLKIT: path.dirname(toolkitLibs) } : process.env;
+    const out = execFileSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: src, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     const info = JSON.parse(out.slice(out.indexOf('[')))[0];
     tarball = path.join(work, info.filename);
+    prebuild = path.join(src, 'prebuilds', 'linux-x64', 'covpool.glibc.node');
     unpacked = path.join(work, 'unpacked');
     fs.mkdirSync(unpacked);
     execFileSync('tar', ['-xzf', tarball, '-C', unpacked]);
@@ -76,6 +86,23 @@ maybe('npm pack -> install into an empty project', () => {
     for (const s of ['preinstall', 'install', 'postinstall', 'prepare']) expect(pkg.scripts?.[s]).toBeUndefined();
     expect(pkg.gypfile).toBe(false); // else npm adds `node-gyp rebuild` because binding.gyp exists
     expect(pkg.bin['covpool-build']).toBe('scripts/build-from-source.js');
+  });
+
+  (canBuildCuda ? test : test.skip)('the tarball also carries the CUDA-enabled binary: static CUDA runtime, C runtime, cuBLAS and cuSOLVER only', () => {
+    const list = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
+    expect(list).toContain('package/prebuilds/linux-x64/cuda/covpool-cuda.node');
+    const cudaBinary = path.join(path.dirname(prebuild), 'cuda', 'covpool-cuda.node');
+    const needed = execFileSync('readelf', ['-d', cudaBinary], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes('(NEEDED)'))
+      .map((l) => (/\[(.*)\]/.exec(l) as RegExpExecArray)[1]);
+    const allowed = /^(ld-linux-x86-64\.so|libc\.so|libm\.so|libpthread\.so|libdl\.so|librt\.so|libcublas\.so\.13$|libcusolver\.so\.12$)/;
+    expect(needed.filter((l) => !allowed.test(l))).toEqual([]);
+    expect(needed).toEqual(expect.arrayContaining(['libcublas.so.13', 'libcusolver.so.12']));
+    // Kernels for sm_80 and sm_90 and PTX (compute_90) for newer GPUs: the nvcc flags of that build.
+    const ninja = fs.readFileSync(path.join(work, 'src', 'build-cmake', 'cuda-prebuild', 'build.ninja'), 'utf8');
+    expect(ninja).toContain('arch=compute_80,code=[sm_80]');
+    expect(ninja).toContain('arch=compute_90,code=[compute_90,sm_90]');
   });
 
   test('installs with npm defaults into an empty project and computes a correct layer', () => {
@@ -123,6 +150,33 @@ maybe('npm pack -> install into an empty project', () => {
     }
     expect(message).toMatch(/no prebuilt binary matches this platform/);
     expect(message).toMatch(/`npx covpool-build`/);
+
+    if (!canBuildCuda) return;
+    // The installed package's CUDA binary: without cuBLAS/cuSOLVER the CPU binary runs and a CUDA
+    // request names the missing library; with them (the wheel libraries) it loads and sees 0 devices.
+    const probe = `
+      const c = require('covpool');
+      const i = c.backendInfo();
+      let error = null;
+      try { c.sqrtmSync(new c.Tensor(new Float64Array([4, 0, 0, 9]), [1, 2, 2]), { method: 'ns', device: 'cuda' }); } catch (e) { error = e.message; }
+      console.log(JSON.stringify({ binary: i.binary, cuda: i.cuda, devices: i.cudaDevices, cudaBinary: i.cudaBinary, reason: i.cudaReason, error }));
+    `;
+    const run = (env: NodeJS.ProcessEnv) => JSON.parse(execFileSync(process.execPath, ['-e', probe], { cwd: app, encoding: 'utf8', env }));
+    const bare = { ...process.env };
+    delete bare.COVPOOL_CUDA_LIB_DIRS;
+    delete bare.COVPOOL_ADDON;
+    const without = run(bare);
+    expect(without.binary).toContain(path.join('prebuilds', 'linux-x64', 'covpool.glibc.node'));
+    expect(without.cudaBinary).toContain(path.join('prebuilds', 'linux-x64', 'cuda', 'covpool-cuda.node'));
+    if (!without.cuda) {
+      expect(without.reason).toMatch(/the CUDA library lib\S+ \(cuBLAS\/cuSOLVER for CUDA 13\) was not found/);
+      expect(without.error).toBe(`covpool: device 'cuda' was asked for, but ${without.reason}`);
+    }
+    if (fs.existsSync(toolkitLibs)) {
+      const withLibs = run({ ...bare, COVPOOL_CUDA_LIB_DIRS: toolkitLibs });
+      expect(withLibs.cuda).toBe(true);
+      if (withLibs.devices === 0) expect(withLibs.error).toMatch(/NVIDIA driver|no usable device|no CUDA device/);
+    }
   });
 
   const oldSystem = process.env.COVPOOL_OLD_SYSTEM_CHECK === '1' ? test : test.skip;

@@ -20,6 +20,7 @@
 #endif
 #include "../core/limits.h"
 #include "marshal.h"
+#include "preload.h"
 #include "states.h"
 
 namespace covpool::addon {
@@ -124,6 +125,11 @@ Napi::Value submit(const Napi::CallbackInfo& info, bool async, const std::functi
   Napi::Env env = info.Env();
   try {
     Task t = build();
+    // Marks the computation as running, so emptyCache() leaves the threads' scratch alone.
+    t.run = [run = std::move(t.run)] {
+      CallInProgress running;
+      run();
+    };
     if (!async) {
       t.run();
       return t.result(env);
@@ -156,6 +162,7 @@ constexpr bool kCudaBuilt = true;
 #else
 constexpr bool kCudaBuilt = false;
 int cudaDeviceCount() { return 0; }
+std::string cudaUnavailableReason() { return "this binary was built without the CUDA backend"; }
 #endif
 
 Backend& backendFor(const std::string& device) {
@@ -175,7 +182,7 @@ Backend& backendFor(const std::string& device) {
     fail("device '" + device + "' was asked for, but this covpool binary was built without the CUDA backend");
 #ifdef COVPOOL_WITH_CUDA
   const int count = cudaDeviceCount();
-  if (count == 0) fail("device '" + device + "' was asked for, but no CUDA device is available");
+  if (count == 0) fail("device '" + device + "' was asked for, but " + cudaUnavailableReason());
   if (index >= count) failRange("device '" + device + "': there are only " + std::to_string(count) + " CUDA device(s)");
   return cudaBackend(index);
 #else
@@ -478,7 +485,13 @@ Napi::Value Coefficients(const Napi::CallbackInfo& info) {
     const SqrtmOptions o = resolveOptions(optionsArg(info, 3), DType::F64, C);
     const bool replace = boolArg(info, 4, "replace");
     auto out = std::make_shared<Buffer>();
-    return Task{[=] { *out = backend().coefficients(*l, B, C, o, replace); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+    return Task{[=] {
+                  *out = backend().coefficients(*l, B, C, o, replace);
+                  // Before replacement, non-finite entries are the point of the call; after it, an
+                  // error (e.g. svd-lyap's 1/(sqrt l_i + sqrt l_j) of a negative eigenvalue).
+                  if (replace) requireFinite(*out, B, "the coefficient matrix");
+                },
+                [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
 }
 
@@ -521,6 +534,12 @@ Napi::Value DisposeState(const Napi::CallbackInfo& info) {
   } catch (const std::exception& e) {
     throw jsError(env, e.what());
   }
+}
+
+// sweepStates(): frees the states whose JS values the garbage collector has collected.
+Napi::Value SweepStates(const Napi::CallbackInfo& info) {
+  sweepStates(info.Env());
+  return info.Env().Undefined();
 }
 
 // maxBytes(newLimit?) -> the memory budget of one call in bytes (after setting it, when given).
@@ -629,6 +648,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   host.Set("peakAllocatedBytes", static_cast<double>(s.peakAllocatedBytes));
   host.Set("cachedBytes", static_cast<double>(s.cachedBytes));
   host.Set("cacheLimitBytes", static_cast<double>(s.limitBytes));
+  host.Set("scratchBytes", static_cast<double>(s.scratchBytes));
   Napi::Object r = Napi::Object::New(env);
   r.Set("host", host);
   Napi::Array devices = Napi::Array::New(env);
@@ -664,6 +684,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   r.Set("backend", backend().name());
   r.Set("cuda", kCudaBuilt);
   r.Set("cudaDevices", cudaDeviceCount());
+  if (kCudaBuilt) r.Set("cudaReason", cudaUnavailableReason());
   r.Set("threads", poolThreads());
   Napi::Array methods = Napi::Array::New(env);
   uint32_t i = 0;
@@ -697,6 +718,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
   exports.Set("maxBytes", Napi::Function::New(env, MaxBytes));
+  exports.Set("sweepStates", Napi::Function::New(env, SweepStates));
+  exports.Set("preloadLibrary", Napi::Function::New(env, PreloadLibrary));
   return exports;
 }
 
