@@ -43,7 +43,8 @@ trap '[ -n "$root" ] && chroot_remove "$root"; [ -n "$work" ] && rm -rf "$work"'
 copy_package_in() {
   mkdir -p "$root$pkg" "$root$pkg/node_modules"
   # (GNU tar exits 1 when a file changed while read, e.g. a log being written: not an error here.)
-  { tar -C "$pkg" --exclude=./node_modules --exclude=./build --exclude=./prebuilds --exclude=./.git -cf - . || [ $? -eq 1 ]; } \
+  { tar -C "$pkg" --exclude=./node_modules --exclude=./build --exclude=./build-cmake --exclude=./gpu-bundle \
+      --exclude=./prebuilds --exclude=./.git -cf - . || [ $? -eq 1 ]; } \
     | tar -C "$root$pkg" -xf -
   mount --bind "$(readlink -f node_modules)" "$root$pkg/node_modules"
   mount --make-private "$root$pkg/node_modules"
