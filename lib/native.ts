@@ -54,6 +54,8 @@ export interface NativeAddon {
   disposeState(state: NativeState): void;
   resolveOptions(options: object, dtype: string, C: number): Record<string, unknown>;
   padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { p: number[]; q: number[] };
+  /** Frees the states whose JS values the garbage collector has collected. */
+  sweepStates(): void;
   /** The memory budget of one call in bytes; sets it first when given. */
   maxBytes(set?: number): number;
   info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number; cudaReason?: string };
@@ -63,7 +65,7 @@ export interface NativeAddon {
   cancelControl(control: NativeControl): void;
   releaseControl(control: NativeControl): void;
   memoryStats(): {
-    host: { allocatedBytes: number; peakAllocatedBytes: number; cachedBytes: number; cacheLimitBytes: number };
+    host: { allocatedBytes: number; peakAllocatedBytes: number; cachedBytes: number; cacheLimitBytes: number; scratchBytes: number };
     devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
   };
   emptyCache(): number;

@@ -126,6 +126,18 @@ const genuine = new WeakSet<object>();
 const freedByBackward = new WeakSet<object>();
 let liveStateWarning = false;
 
+// The native side frees a collected state's memory at the next forward (so synchronous loops stay
+// bounded); this frees it in programs that make no further forward, once the event loop turns.
+let sweepQueued = false;
+const collected = new FinalizationRegistry<number>(() => {
+  if (sweepQueued) return;
+  sweepQueued = true;
+  setImmediate(() => {
+    sweepQueued = false;
+    native().sweepStates();
+  }).unref();
+});
+
 function requireGenuine(state: unknown): asserts state is BackwardState {
   if (state instanceof BackwardState && genuine.has(state)) return;
   throw new TypeError(
@@ -165,6 +177,7 @@ export class BackwardState {
     this.inputShape = Object.freeze(inputShape.slice());
     this.outputShape = Object.freeze(outputShape.slice());
     genuine.add(this);
+    collected.register(this, 0);
     warnOnLiveStates(info.liveStates, info.liveBytes);
   }
   /** Native bytes held (0 once disposed). */
@@ -244,6 +257,7 @@ function expectDType(t: Tensor, dtype: DType, what: string): void {
 }
 
 export function triangleSize(C: number): number {
+  if (!Number.isSafeInteger(C) || C < 0) throw new RangeError(`covpool: C must be a non-negative integer, got ${formatValue(C)}`);
   return (C * (C + 1)) / 2;
 }
 
@@ -475,6 +489,8 @@ export interface MemoryStats {
     cachedBytes: number;
     /** The most the cache keeps (COVPOOL_HOST_CACHE_MB). */
     cacheLimitBytes: number;
+    /** Per-thread work space of batch items, kept between calls (emptyCache() frees it when no call runs). */
+    scratchBytes: number;
   };
   /** One entry per CUDA device the process has used (none without the CUDA backend). */
   devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
@@ -496,9 +512,10 @@ export function memoryStats(): MemoryStats {
 }
 
 /**
- * Returns the memory covpool keeps cached for reuse to the system (host: freed blocks, and the C
- * heap is trimmed; CUDA: every device's parked blocks), like torch.cuda.empty_cache. Memory held
- * by live states is not touched: dispose() them first. Returns the bytes released from the caches.
+ * Returns the memory covpool keeps cached for reuse to the system (host: freed blocks and, when
+ * no call is running, the threads' scratch; the C heap is then trimmed; CUDA: every device's
+ * parked blocks), like torch.cuda.empty_cache. Memory held by live states is not touched:
+ * dispose() them first. Returns the bytes released.
  */
 export function emptyCache(): number {
   return loadedAddons().reduce((sum, a) => sum + a.emptyCache(), 0);

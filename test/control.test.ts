@@ -111,8 +111,22 @@ describe('memoryStats / emptyCache', () => {
     // The state's blocks moved from allocated to cached (sizes are rounded up to whole blocks).
     expect(held.host.allocatedBytes - parked.host.allocatedBytes).toBeGreaterThanOrEqual(bytes);
     expect(parked.host.cachedBytes - held.host.cachedBytes).toBeGreaterThanOrEqual(bytes);
+    expect(parked.host.scratchBytes).toBeGreaterThan(0); // the threads' work space of that forward
     const released = emptyCache();
-    expect(released).toBe(parked.host.cachedBytes);
-    expect(memoryStats().host.cachedBytes).toBe(0);
+    expect(released).toBe(parked.host.cachedBytes + parked.host.scratchBytes);
+    expect(memoryStats().host).toMatchObject({ cachedBytes: 0, scratchBytes: 0 });
+    // Scratch comes back on demand: the next call works as before.
+    expect((await layer.forward(features)).output.shape).toEqual([B, 96 * 97 / 2]);
+  });
+
+  test('emptyCache during a running call frees the cache but leaves the scratch in use alone', async () => {
+    const layer = new CovPoolLayer('svd');
+    const x = reluFeatures(48, 96, 49, 9, 'float32');
+    const expected = layer.forwardSync(x).output.data;
+    const running = layer.forward(x);
+    emptyCache(); // the call is computing on the pool: its items use their scratch
+    expect(Buffer.from((await running).output.data.buffer).equals(Buffer.from(expected.buffer))).toBe(true);
+    emptyCache();
+    expect(memoryStats().host.scratchBytes).toBe(0);
   });
 });

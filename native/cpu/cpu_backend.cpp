@@ -33,13 +33,12 @@ template <class F> void forItem(std::size_t b, F&& f) {
   }
 }
 
-// Per-thread scratch areas, reused across items and calls (no allocation in the hot loop).
-// Slot 0 holds an item's pipeline buffers, slot 1 the work space of the method kernels, so the
-// two never alias.
+// Per-thread scratch areas, reused across items and calls (no allocation in the hot loop) and
+// freed by emptyCache() between calls. Slot 0 holds an item's pipeline buffers, slot 1 the work
+// space of the method kernels, so the two never alias. Contents are not initialized.
 template <class T, int Slot = 0> T* scratch(std::size_t count) {
-  thread_local Vec<T> buf;
-  if (buf.size() < count) buf.resize(count);
-  return buf.data();
+  thread_local ScratchSlot buf;
+  return static_cast<T*>(buf.get(count * sizeof(T)));
 }
 
 template <class Ti, class Ts> class CpuState : public State {
