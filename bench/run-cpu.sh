@@ -18,6 +18,10 @@
 #                        when set, overrides covpool's side
 #   STAMP                file-name stamp (default: today's date, YYYY-MM-DD; a time is appended
 #                        when files of that name exist already)
+#   ROUNDS               rounds of (baseline, covpool) pairs (default 1); with more than one, each
+#                        round's files get an -rN suffix and bench/combine.ts prints and writes the
+#                        medians over rounds (cpu-STAMP-combined.json): on a shared machine one
+#                        pair can be off by tens of percent
 #   CONFIGS, METHODS, REPEATS  passed to bench/torch/bench_layers.py (workloads, methods, runs)
 #
 # The baseline takes a few minutes on a 2-core machine. Run on an otherwise idle machine: both
@@ -47,11 +51,10 @@ fi
 RESULTS=bench/results
 mkdir -p "$RESULTS"
 STAMP="${STAMP:-$(date +%F)}"
-if [[ -e "$RESULTS/cpu-$STAMP.json" || -e "$RESULTS/torch-cpu-$STAMP.json" ]]; then
+if compgen -G "$RESULTS/cpu-$STAMP*.json" >/dev/null || compgen -G "$RESULTS/torch-cpu-$STAMP*.json" >/dev/null; then
   STAMP="$STAMP-$(date +%H%M%S)"
 fi
-OURS="$RESULTS/cpu-$STAMP.json"
-TORCH="$RESULTS/torch-cpu-$STAMP.json"
+ROUNDS="${ROUNDS:-1}"
 
 # Build the TypeScript (the bench is compiled with the library); the addon must be built already
 # (build/Release) or prebuilt (prebuilds/).
@@ -69,19 +72,34 @@ fi
 
 echo "run-cpu: $(nproc) cores, THREADS=$THREADS, COVPOOL_NUM_THREADS=$COVPOOL_NUM_THREADS, load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 
-ANCHOR_ARGS=()
+have_torch=1
 if [[ -z "$PYTHON" ]] || ! torch_version "$PYTHON" >/dev/null; then
   echo "run-cpu: no Python with torch found (set PYTHON): skipping the PyTorch baseline"
-else
-  echo "run-cpu: baseline: torch $(torch_version "$PYTHON") from $PYTHON, THREADS=$THREADS (a few minutes)"
-  start=$(date +%s)
-  THREADS="$THREADS" "$PYTHON" bench/torch/bench_layers.py cpu "$TORCH"
-  echo "run-cpu: baseline done in $(( $(date +%s) - start )) s, load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
-  ANCHOR_ARGS=(--anchor "$TORCH")
+  have_torch=0
 fi
 
-echo "run-cpu: covpool: node dist/bench/cpu.js ${ANCHOR_ARGS[*]:-} --out $OURS $*"
-node dist/bench/cpu.js "${ANCHOR_ARGS[@]}" --out "$OURS" "$@"
+PAIRS=()
+for (( round = 1; round <= ROUNDS; round++ )); do
+  suffix=""
+  if (( ROUNDS > 1 )); then suffix="-r$round"; echo "run-cpu: round $round of $ROUNDS"; fi
+  OURS="$RESULTS/cpu-$STAMP$suffix.json"
+  TORCH="$RESULTS/torch-cpu-$STAMP$suffix.json"
+  ANCHOR_ARGS=()
+  if (( have_torch )); then
+    echo "run-cpu: baseline: torch $(torch_version "$PYTHON") from $PYTHON, THREADS=$THREADS (a few minutes)"
+    start=$(date +%s)
+    THREADS="$THREADS" "$PYTHON" bench/torch/bench_layers.py cpu "$TORCH"
+    echo "run-cpu: baseline done in $(( $(date +%s) - start )) s, load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+    ANCHOR_ARGS=(--anchor "$TORCH")
+    PAIRS+=("$OURS" "$TORCH")
+  fi
+  echo "run-cpu: covpool: node dist/bench/cpu.js ${ANCHOR_ARGS[*]:-} --out $OURS $*"
+  node dist/bench/cpu.js "${ANCHOR_ARGS[@]}" --out "$OURS" "$@"
+  echo
+  echo "run-cpu: results: $OURS${ANCHOR_ARGS:+ and $TORCH}"
+done
 
-echo
-echo "run-cpu: results: $OURS${ANCHOR_ARGS:+ and $TORCH}"
+if (( ROUNDS > 1 && have_torch )); then
+  echo
+  node dist/bench/combine.js --out "$RESULTS/cpu-$STAMP-combined.json" "${PAIRS[@]}"
+fi

@@ -165,10 +165,14 @@ export class MethodSchedule {
 
   constructor(phases: SchedulePhase[]) {
     if (!Array.isArray(phases) || phases.length === 0) throw new RangeError('covpool: a schedule needs at least one phase');
+    // Each phase checked before sorting: sorting compares the starts as numbers.
+    for (const p of phases) {
+      if (p === null || typeof p !== 'object') throw new TypeError(`covpool: a schedule phase must be an object { from, method }, got ${formatValue(p)}`);
+      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${formatValue(p.from)}`);
+    }
     const sorted = phases.slice().sort((a, b) => a.from - b.from);
     if (sorted[0].from !== 0) throw new RangeError('covpool: the first phase of a schedule must start at 0');
     sorted.forEach((p, i) => {
-      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${formatValue(p.from)}`);
       if (i > 0 && p.from === sorted[i - 1].from) throw new RangeError(`covpool: two schedule phases start at ${p.from}`);
       checkedMethodOptions(p.method);
     });

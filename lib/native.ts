@@ -54,6 +54,8 @@ export interface NativeAddon {
   disposeState(state: NativeState): void;
   resolveOptions(options: object, dtype: string, C: number): Record<string, unknown>;
   padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { p: number[]; q: number[] };
+  /** Frees the states whose JS values the garbage collector has collected. */
+  sweepStates(): void;
   /** The memory budget of one call in bytes; sets it first when given. */
   maxBytes(set?: number): number;
   info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number; cudaReason?: string };

@@ -126,6 +126,18 @@ const genuine = new WeakSet<object>();
 const freedByBackward = new WeakSet<object>();
 let liveStateWarning = false;
 
+// The native side frees a collected state's memory at the next forward (so synchronous loops stay
+// bounded); this frees it in programs that make no further forward, once the event loop turns.
+let sweepQueued = false;
+const collected = new FinalizationRegistry<number>(() => {
+  if (sweepQueued) return;
+  sweepQueued = true;
+  setImmediate(() => {
+    sweepQueued = false;
+    native().sweepStates();
+  }).unref();
+});
+
 function requireGenuine(state: unknown): asserts state is BackwardState {
   if (state instanceof BackwardState && genuine.has(state)) return;
   throw new TypeError(
@@ -165,6 +177,7 @@ export class BackwardState {
     this.inputShape = Object.freeze(inputShape.slice());
     this.outputShape = Object.freeze(outputShape.slice());
     genuine.add(this);
+    collected.register(this, 0);
     warnOnLiveStates(info.liveStates, info.liveBytes);
   }
   /** Native bytes held (0 once disposed). */
@@ -244,6 +257,7 @@ function expectDType(t: Tensor, dtype: DType, what: string): void {
 }
 
 export function triangleSize(C: number): number {
+  if (!Number.isSafeInteger(C) || C < 0) throw new RangeError(`covpool: C must be a non-negative integer, got ${formatValue(C)}`);
   return (C * (C + 1)) / 2;
 }
 

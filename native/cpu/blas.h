@@ -6,6 +6,7 @@
 #include <lapacke.h>
 
 #include <cstddef>
+#include <vector>
 
 #include "../core/errors.h"
 #include "matrix.h"
@@ -81,8 +82,36 @@ inline void syrkUpper(bool trans, int n, int k, double alpha, const double* a, i
 // Symmetric eigendecomposition in place. `a` (n x n, symmetric) is overwritten so that row i holds
 // the eigenvector of w[i]; eigenvalues ascending. (Row-major symmetric input is its own
 // column-major transpose, so LAPACK's column-major eigenvector matrix reads as rows here.)
-inline int syevd(int n, float* a, float* w) { return LAPACKE_ssyevd(LAPACK_COL_MAJOR, 'V', 'U', n, a, n, w); }
-inline int syevd(int n, double* a, double* w) { return LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'U', n, a, n, w); }
+// LAPACKE_?syevd would query and malloc its workspace on every call (1 MiB of fresh pages at
+// n = 256); each thread keeps one instead, of LAPACK's documented size for JOBZ = 'V', which is
+// also what the workspace query returns (1 + 6n + 2n^2 reals, 3 + 5n integers).
+template <class T> struct SyevdWorkspace {
+  std::vector<T> work;
+  std::vector<lapack_int> iwork;
+  void reserve(int n) {
+    const std::size_t lw = 1 + 6 * static_cast<std::size_t>(n) + 2 * static_cast<std::size_t>(n) * n, liw = 3 + 5 * static_cast<std::size_t>(n);
+    if (work.size() < lw) work.resize(lw);
+    if (iwork.size() < liw) iwork.resize(liw);
+  }
+};
+inline int syevd(int n, float* a, float* w) {
+  thread_local SyevdWorkspace<float> ws;
+  ws.reserve(n);
+  return LAPACKE_ssyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, a, n, w, ws.work.data(), static_cast<lapack_int>(ws.work.size()),
+                             ws.iwork.data(), static_cast<lapack_int>(ws.iwork.size()));
+}
+inline int syevd(int n, double* a, double* w) {
+  thread_local SyevdWorkspace<double> ws;
+  ws.reserve(n);
+  return LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, a, n, w, ws.work.data(), static_cast<lapack_int>(ws.work.size()),
+                             ws.iwork.data(), static_cast<lapack_int>(ws.iwork.size()));
+}
+
+// Solves A X = B for X (n x n) with A symmetric positive definite and B symmetric (so row- and
+// column-major agree), overwriting B; A gets its Cholesky factor. Returns LAPACK's info (> 0: A
+// is not positive definite).
+inline int posvSymmetric(int n, float* a, float* b) { return LAPACKE_sposv(LAPACK_COL_MAJOR, 'U', n, n, a, n, b, n); }
+inline int posvSymmetric(int n, double* a, double* b) { return LAPACKE_dposv(LAPACK_COL_MAJOR, 'U', n, n, a, n, b, n); }
 
 // Solves A X = B for X (n x n), overwriting B; row-major.
 inline int gesv(int n, float* a, float* b, lapack_int* ipiv) { return LAPACKE_sgesv(LAPACK_ROW_MAJOR, n, n, a, n, ipiv, b, n); }

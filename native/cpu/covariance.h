@@ -40,17 +40,14 @@ template <class T> void covarianceForward(const T* xc, T* a, int C, int N, bool 
   mirrorUpper(a, C);
 }
 
-// g (C x C) is overwritten with G + G^T; dx gets (G + G^T) Xc / N in the features' layout
-// (channels last: Xc (G + G^T) / N, the same product transposed).
+// g (C x C) is overwritten with (G + G^T) / 2 (symmetrize: cache-blocked, unlike a plain loop over
+// both triangles); dx gets (G + G^T) Xc / N in the features' layout (channels last:
+// Xc (G + G^T) / N, the same product transposed).
 template <class T> void covarianceBackward(const T* xc, T* g, T* dx, int C, int N, bool channelsLast = false) {
-  for (int i = 0; i < C; ++i)
-    for (int j = i; j < C; ++j) {
-      const T v = g[i * C + j] + g[j * C + i];
-      g[i * C + j] = v;
-      g[j * C + i] = v;
-    }
-  if (channelsLast) gemm(false, false, N, C, C, T(1) / static_cast<T>(N), xc, C, g, C, T(0), dx, C);
-  else gemm(false, false, C, N, C, T(1) / static_cast<T>(N), g, C, xc, N, T(0), dx, N);
+  symmetrize(g, g, C);
+  const T scale = T(2) / static_cast<T>(N);
+  if (channelsLast) gemm(false, false, N, C, C, scale, xc, C, g, C, T(0), dx, C);
+  else gemm(false, false, C, N, C, scale, g, C, xc, N, T(0), dx, N);
 }
 
 // Upper triangle, row by row, diagonal included: C(C+1)/2 values.

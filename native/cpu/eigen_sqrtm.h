@@ -29,12 +29,13 @@ template <class T> void eigenSqrtForward(const T* a, T* s, T* w, T* l, int n, T 
   for (int i = 0; i < n; ++i) l[i] = std::max(l[i], eps);
   if (topN > 0)
     for (int i = 0; i < n - topN; ++i) l[i] = eps;
-  // s = V^T V with V = diag(l^{1/4}) W: one syrk instead of a full GEMM.
+  // s = V^T V with V = diag(l^{1/4}) W: one triangle (gemmUpper; OpenBLAS's syrk is slower at
+  // n = 64: 9.7 us against 7.0 for float64, and no faster at n = 256).
   for (int i = 0; i < n; ++i) {
     const T f = std::sqrt(std::sqrt(l[i]));
     for (int j = 0; j < n; ++j) work[i * n + j] = f * w[i * n + j];
   }
-  syrkUpper(true, n, n, T(1), work, n, s);
+  gemmUpper(true, false, n, n, T(1), work, n, work, n, T(0), s, n);
   mirrorUpper(s, n);
 }
 
