@@ -25,6 +25,34 @@ const toolkitLibs = process.env.COVPOOL_TEST_CUDA_LIBS ?? path.join(root, 'build
 const canBuildCuda = enabled && spawnSync('bash', [path.join(root, 'scripts', 'cuda-toolkit.sh')], { cwd: root, stdio: 'ignore' }).status === 0;
 if (enabled && !canBuildCuda) console.log('test/package.test.ts: no CUDA toolkit here: the tarball carries no CUDA binary, its checks are skipped');
 
+// The code a CUDA binary embeds, from its .nv_fatbin section: a sequence of fat binaries (magic
+// 0xBA55ED50; u16 version, u16 header size, u64 payload size), each holding entries (u16 kind: 1
+// PTX, 2 ELF; u32 header size at 4; u64 payload size at 8; u32 architecture at 28).
+function fatbinEntries(file: string): string[] {
+  const sections = execFileSync('readelf', ['-S', '-W', file], { encoding: 'utf8' });
+  const line = sections.split('\n').find((l) => l.includes('.nv_fatbin'));
+  if (!line) return [];
+  const f = line.trim().split(/\s+/);
+  const i = f.indexOf('.nv_fatbin');
+  const off = parseInt(f[i + 3], 16), size = parseInt(f[i + 4], 16);
+  const d = fs.readFileSync(file).subarray(off, off + size);
+  const found: string[] = [];
+  for (let p = 0; p + 16 <= d.length; ) {
+    if (d.readUInt32LE(p) !== 0xba55ed50) {
+      p += 8;
+      continue;
+    }
+    const hs = d.readUInt16LE(p + 6), fs2 = Number(d.readBigUInt64LE(p + 8));
+    for (let q = p + hs; q < p + hs + fs2; ) {
+      const kind = d.readUInt16LE(q), ehs = d.readUInt32LE(q + 4), esize = Number(d.readBigUInt64LE(q + 8)), arch = d.readUInt32LE(q + 28);
+      found.push(kind === 1 ? `compute_${arch} (PTX)` : `sm_${arch}`);
+      q += ehs + esize;
+    }
+    p += hs + fs2;
+  }
+  return found;
+}
+
 maybe('npm pack -> install into an empty project', () => {
   let work: string;
   let tarball: string;
@@ -99,10 +127,8 @@ maybe('npm pack -> install into an empty project', () => {
     const allowed = /^(ld-linux-x86-64\.so|libc\.so|libm\.so|libpthread\.so|libdl\.so|librt\.so|libcublas\.so\.13$|libcusolver\.so\.12$)/;
     expect(needed.filter((l) => !allowed.test(l))).toEqual([]);
     expect(needed).toEqual(expect.arrayContaining(['libcublas.so.13', 'libcusolver.so.12']));
-    // Kernels for sm_80 and sm_90 and PTX (compute_90) for newer GPUs: the nvcc flags of that build.
-    const ninja = fs.readFileSync(path.join(work, 'src', 'build-cmake', 'cuda-prebuild', 'build.ninja'), 'utf8');
-    expect(ninja).toContain('arch=compute_80,code=[sm_80]');
-    expect(ninja).toContain('arch=compute_90,code=[compute_90,sm_90]');
+    // Kernels for sm_80 and sm_90 and PTX (compute_90) for newer GPUs, read off the embedded fat binary.
+    expect(fatbinEntries(cudaBinary)).toEqual(expect.arrayContaining(['sm_80', 'sm_90', 'compute_90 (PTX)']));
   });
 
   test('installs with npm defaults into an empty project and computes a correct layer', () => {
