@@ -303,11 +303,25 @@ function anchorValue(row: Record<string, number | string> | undefined, key: stri
 
 // ---- Newton-Schulz FLOP count ----------------------------------------------------------------
 
-/** GEMMs (n x n x n) of native/cpu/newton_schulz.h for T iterations: forward and backward. */
+/**
+ * The yardstick of the GEMM floor: full n x n x n GEMMs of the plain Newton-Schulz iteration and of
+ * its reverse-mode backward, for T iterations (3T - 3 forward, 6T - 6 backward; T = 5: 12 + 24).
+ * It stays fixed so that "at or below the floor" keeps one meaning across versions.
+ */
 function nsGemmCounts(T: number): { fwd: number; bwd: number } {
   if (T <= 0) return { fwd: 0, bwd: 0 };
   if (T === 1) return { fwd: 1, bwd: 2 };
   return { fwd: 3 * T - 3, bwd: 4 + 6 * (T - 2) + 2 };
+}
+
+/**
+ * GEMM flops native/cpu/newton_schulz.h actually performs, in full-GEMM units: every product is
+ * symmetric and formed as one triangle (half the flops), and the backward is the forward-mode
+ * tangent, two half-products per product (see the header).
+ */
+function nsPerformedGemms(T: number): { fwd: number; bwd: number } {
+  if (T <= 0) return { fwd: 0, bwd: 0 };
+  return { fwd: (3 * T - 3 || 1) / 2, bwd: T === 1 ? 1 : (2 + 6 * (T - 2) + 4) / 2 };
 }
 
 interface NsFloor {
@@ -324,6 +338,9 @@ interface NsFloor {
   gflop_cov_fwd: number;
   gflop_cov_bwd: number;
   gflop_total: number;
+  gemms_performed_fwd: number;
+  gemms_performed_bwd: number;
+  gflop_performed: number;
   gemm_rate_gflops: number;
   floor_ms: number;
   measured_ms: number;
@@ -346,6 +363,8 @@ function nsFloor(w: Workload, T: number, precision: string, rate: number, total:
   const covB = w.B * 2 * w.C * w.C * w.N; // (G + G^T) Xc: a full C x N x C GEMM
   const flops = nsF + nsB + covF + covB;
   const floor = (flops / (rate * 1e9)) * 1e3;
+  const perf = nsPerformedGemms(T);
+  const performed = w.B * (perf.fwd + perf.bwd) * n3 + covF + covB;
   return {
     workload: w.name,
     B: w.B,
@@ -360,6 +379,9 @@ function nsFloor(w: Workload, T: number, precision: string, rate: number, total:
     gflop_cov_fwd: round(covF / 1e9),
     gflop_cov_bwd: round(covB / 1e9),
     gflop_total: round(flops / 1e9),
+    gemms_performed_fwd: perf.fwd,
+    gemms_performed_bwd: perf.bwd,
+    gflop_performed: round(performed / 1e9),
     gemm_rate_gflops: rate,
     floor_ms: round(floor),
     measured_ms: total.median_ms,
@@ -369,8 +391,8 @@ function nsFloor(w: Workload, T: number, precision: string, rate: number, total:
     achieved_fwd_gflops: round((nsF + covF) / 1e6 / fwd.median_ms, 2),
     achieved_bwd_gflops: round((nsB + covB) / 1e6 / bwd.median_ms, 2),
     ratio_to_floor: round(total.median_ms / floor, 3),
-    target_ratio: 1.5,
-    meets_target: total.median_ms / floor <= 1.5,
+    target_ratio: 1,
+    meets_target: total.median_ms / floor <= 1,
   };
 }
 
@@ -631,7 +653,8 @@ function main(): void {
   printTable(rows, args.workloads, args.methods, anchor !== undefined);
 
   if (floors.length) {
-    console.log('\nNewton-Schulz vs its GEMM floor (covariance syrk + backward GEMM + NS GEMMs at the given rate)');
+    console.log('\nNewton-Schulz vs its GEMM floor (covariance syrk + backward GEMM + the full-GEMM NS count at the given rate;');
+    console.log('the kernels perform about half those NS flops: symmetric products as one triangle, see newton_schulz.h)');
     console.log(
       pad('workload', 9, true) + pad('T', 3) + pad('GEMMs f/b', 11) + pad('GFLOP', 9) + pad('rate', 7) + pad('floor ms', 10) +
         pad('ours ms', 10) + pad('GFLOP/s', 9) + pad('fwd', 8) + pad('bwd', 8) + '  ' + pad('x floor', 12, true),
@@ -641,9 +664,9 @@ function main(): void {
         pad(f.workload, 9, true) + pad(String(f.iterations), 3) + pad(`${f.gemms_fwd}/${f.gemms_bwd}`, 11) + pad(f.gflop_total.toFixed(3), 9) +
           pad(String(f.gemm_rate_gflops), 7) + pad(fmt(f.floor_ms, 2), 10) + pad(fmt(f.measured_ms, 2), 10) +
           pad(f.achieved_gflops.toFixed(1), 9) + pad(f.achieved_fwd_gflops.toFixed(1), 8) + pad(f.achieved_bwd_gflops.toFixed(1), 8) +
-          '  ' + pad(f.ratio_to_floor.toFixed(2) + (f.meets_target ? '' : '  (>1.5)'), 12, true),
+          '  ' + pad(f.ratio_to_floor.toFixed(2) + (f.meets_target ? '' : '  (>1)'), 12, true),
       );
-    console.log('rate = GFLOP/s assumed for the floor (--gemm-rate-f32/-f64); GFLOP/s = achieved by the layer (fwd / bwd: per phase)');
+    console.log('rate = GFLOP/s assumed for the floor (--gemm-rate-f32/-f64); GFLOP/s = flops of the full-GEMM count / measured time (fwd / bwd: per phase)');
   }
 
   const result = {

@@ -1,51 +1,60 @@
 #!/usr/bin/env bash
-# Runs the PyTorch reference (the "anchor") and then covpool's CPU benchmark, one after the other
-# in the same session so that the ratios compare like with like, writes both JSON files into
-# bench/results/ with date-stamped names and prints the comparison table.
+# Runs the PyTorch baseline (bench/torch: the same ten layers written in PyTorch) and then covpool's
+# CPU benchmark, one after the other in the same session so that the ratios compare like with like,
+# writes both JSON files into bench/results/ with date-stamped names and prints the comparison.
 #
-#   bench/run-cpu.sh [ANCHORS_DIR] [-- extra options for dist/bench/cpu.js]
-#   ANCHORS_DIR=/path/to/anchors bench/run-cpu.sh
+#   bench/run-cpu.sh [-- extra options for dist/bench/cpu.js]
 #
-# ANCHORS_DIR is a folder holding bench_torch.py (the PyTorch re-implementation of the GCP
-# layers); it is not part of this repository. Without it, or without a python3 that imports torch
-# and mpmath (Debian: apt-get install -y python3-torch python3-mpmath), the anchor is skipped and
-# only covpool is timed.
+# The baseline needs a Python with torch (and nothing else). It uses $PYTHON when set; otherwise
+# it takes the newest torch among /opt/torch*/bin/python, ./.venv*/bin/python, python3 and
+# /usr/bin/python3 (a current PyTorch, e.g. `python3 -m venv /opt/torch && /opt/torch/bin/pip
+# install torch --index-url https://download.pytorch.org/whl/cpu`, is much faster on the CPU than
+# an old distribution package, and it is what users compare against). Without one, only covpool
+# is timed.
 #
 # Environment:
+#   PYTHON               interpreter for the baseline (default: found as above)
 #   THREADS              threads for both sides (default: the core count); COVPOOL_NUM_THREADS,
 #                        when set, overrides covpool's side
-#   PYTHON               interpreter for the anchor (default /usr/bin/python3, else python3)
 #   STAMP                file-name stamp (default: today's date, YYYY-MM-DD; a time is appended
 #                        when files of that name exist already)
-#   CONFIGS              passed through to bench_torch.py (selects the anchor's workloads)
+#   ROUNDS               rounds of (baseline, covpool) pairs (default 1); with more than one, each
+#                        round's files get an -rN suffix and bench/combine.ts prints and writes the
+#                        medians over rounds (cpu-STAMP-combined.json): on a shared machine one
+#                        pair can be off by tens of percent
+#   CONFIGS, METHODS, REPEATS  passed to bench/torch/bench_layers.py (workloads, methods, runs)
 #
-# The anchor takes several minutes on a 2-core machine. Run on an otherwise idle machine: both
+# The baseline takes a few minutes on a 2-core machine. Run on an otherwise idle machine: both
 # sides are timed with all cores busy, so any other load skews the ratios.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-ANCHORS="${ANCHORS_DIR:-}"
-if [[ $# -gt 0 && "$1" != --* ]]; then
-  ANCHORS="$1"
-  shift
-fi
 if [[ $# -gt 0 && "$1" == "--" ]]; then shift; fi
 
 THREADS="${THREADS:-$(nproc 2>/dev/null || echo 1)}"
 export COVPOOL_NUM_THREADS="${COVPOOL_NUM_THREADS:-$THREADS}"
+# The interpreter with the newest torch, unless PYTHON names one.
+torch_version() { "$1" -c 'import torch; print(torch.__version__)' 2>/dev/null; }
 if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x /usr/bin/python3 ]]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
+  best=""
+  for py in /opt/torch*/bin/python .venv*/bin/python python3 /usr/bin/python3; do
+    command -v "$py" >/dev/null 2>&1 || continue
+    v=$(torch_version "$py") || continue
+    if [[ -z "$best" ]] || [[ "$(printf '%s\n%s\n' "$bestv" "$v" | sort -V | tail -1)" == "$v" && "$v" != "$bestv" ]]; then
+      best="$py"; bestv="$v"
+    fi
+  done
+  PYTHON="${best:-}"
 fi
 
 RESULTS=bench/results
 mkdir -p "$RESULTS"
 STAMP="${STAMP:-$(date +%F)}"
-if [[ -e "$RESULTS/cpu-$STAMP.json" || -e "$RESULTS/torch-cpu-$STAMP.json" ]]; then
+if compgen -G "$RESULTS/cpu-$STAMP*.json" >/dev/null || compgen -G "$RESULTS/torch-cpu-$STAMP*.json" >/dev/null; then
   STAMP="$STAMP-$(date +%H%M%S)"
 fi
-OURS="$RESULTS/cpu-$STAMP.json"
-TORCH="$RESULTS/torch-cpu-$STAMP.json"
+ROUNDS="${ROUNDS:-1}"
 
 # Build the TypeScript (the bench is compiled with the library); the addon must be built already
 # (build/Release) or prebuilt (prebuilds/).
@@ -63,23 +72,34 @@ fi
 
 echo "run-cpu: $(nproc) cores, THREADS=$THREADS, COVPOOL_NUM_THREADS=$COVPOOL_NUM_THREADS, load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 
-ANCHOR_ARGS=()
-if [[ -z "$ANCHORS" ]]; then
-  echo "run-cpu: no anchors folder given (first argument or ANCHORS_DIR): skipping the PyTorch anchor"
-elif [[ ! -f "$ANCHORS/bench_torch.py" ]]; then
-  echo "run-cpu: $ANCHORS/bench_torch.py not found: skipping the PyTorch anchor"
-elif ! "$PYTHON" -c 'import torch, mpmath' >/dev/null 2>&1; then
-  echo "run-cpu: $PYTHON cannot import torch and mpmath (apt-get install -y python3-torch python3-mpmath): skipping the PyTorch anchor"
-else
-  echo "run-cpu: anchor: THREADS=$THREADS $PYTHON $ANCHORS/bench_torch.py cpu $TORCH (several minutes)"
-  start=$(date +%s)
-  THREADS="$THREADS" "$PYTHON" "$ANCHORS/bench_torch.py" cpu "$TORCH"
-  echo "run-cpu: anchor done in $(( $(date +%s) - start )) s, load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
-  ANCHOR_ARGS=(--anchor "$TORCH")
+have_torch=1
+if [[ -z "$PYTHON" ]] || ! torch_version "$PYTHON" >/dev/null; then
+  echo "run-cpu: no Python with torch found (set PYTHON): skipping the PyTorch baseline"
+  have_torch=0
 fi
 
-echo "run-cpu: covpool: node dist/bench/cpu.js ${ANCHOR_ARGS[*]:-} --out $OURS $*"
-node dist/bench/cpu.js "${ANCHOR_ARGS[@]}" --out "$OURS" "$@"
+PAIRS=()
+for (( round = 1; round <= ROUNDS; round++ )); do
+  suffix=""
+  if (( ROUNDS > 1 )); then suffix="-r$round"; echo "run-cpu: round $round of $ROUNDS"; fi
+  OURS="$RESULTS/cpu-$STAMP$suffix.json"
+  TORCH="$RESULTS/torch-cpu-$STAMP$suffix.json"
+  ANCHOR_ARGS=()
+  if (( have_torch )); then
+    echo "run-cpu: baseline: torch $(torch_version "$PYTHON") from $PYTHON, THREADS=$THREADS (a few minutes)"
+    start=$(date +%s)
+    THREADS="$THREADS" "$PYTHON" bench/torch/bench_layers.py cpu "$TORCH"
+    echo "run-cpu: baseline done in $(( $(date +%s) - start )) s, load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+    ANCHOR_ARGS=(--anchor "$TORCH")
+    PAIRS+=("$OURS" "$TORCH")
+  fi
+  echo "run-cpu: covpool: node dist/bench/cpu.js ${ANCHOR_ARGS[*]:-} --out $OURS $*"
+  node dist/bench/cpu.js "${ANCHOR_ARGS[@]}" --out "$OURS" "$@"
+  echo
+  echo "run-cpu: results: $OURS${ANCHOR_ARGS:+ and $TORCH}"
+done
 
-echo
-echo "run-cpu: results: $OURS${ANCHOR_ARGS:+ and $TORCH}"
+if (( ROUNDS > 1 && have_torch )); then
+  echo
+  node dist/bench/combine.js --out "$RESULTS/cpu-$STAMP-combined.json" "${PAIRS[@]}"
+fi

@@ -18,8 +18,9 @@ export type {
   SvdNewtonOptions,
   MpaLyaOptions,
 } from './methods';
-export type { ForwardResult, ResolvedOptions, Eigh } from './ops';
+export type { BackendInfo, BackwardOptions, ForwardResult, ResolvedOptions, Eigh, CallOptions, CovpoolOptions, DataFormat, MemoryStats } from './ops';
 export {
+  AbortError,
   BackwardState,
   covpool,
   covpoolSync,
@@ -39,7 +40,11 @@ export {
   backwardCoefficientsSync,
   padeCoefficients,
   backendInfo,
+  memoryStats,
+  emptyCache,
   triangleSize,
+  maxBytes,
+  setMaxBytes,
 } from './ops';
 export { CovPoolLayer, MethodSchedule } from './layer';
 export type { LayerConfig, SchedulePhase } from './layer';

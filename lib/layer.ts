@@ -1,28 +1,61 @@
 // The GCP meta-layer: features -> covariance -> matrix square root -> upper-triangle vector,
 // with a backward pass, a method that may change between steps, and the hybrid-schedule helper.
 import { MethodSpec, MethodOptions, toMethodOptions } from './methods';
-import { native } from './native';
-import { BackwardState, ForwardResult, backwardImpl, featureDims, promised, triangleSize } from './ops';
-import { Tensor, TensorInput, isDetached } from './tensor';
+import { NativeControl, addonFor, explainNativeError, native } from './native';
+import {
+  BackwardOptions,
+  BackwardState,
+  CallOptions,
+  batchOf,
+  DataFormat,
+  ForwardResult,
+  backwardImpl,
+  canonicalDataFormat,
+  controlled,
+  featureDims,
+  isGenuineState,
+  promised,
+  stateBatch,
+  triangleSize,
+} from './ops';
+import { Tensor, TensorInput, formatValue, isDetached } from './tensor';
 
 export type LayerConfig = MethodSpec & {
   /** Return the C(C+1)/2 upper triangle (default) instead of the full C x C matrix. */
   vectorize?: boolean;
+  /**
+   * Layout of the features: 'channelsFirst' (default; [B, C, H, W] or [B, C, N]) or
+   * 'channelsLast' ([B, H, W, C] or [B, N, C], as TensorFlow.js convolutions give them). Both run
+   * natively on the CPU (no transposed copy); the gradient comes back in the same layout.
+   */
+  dataFormat?: DataFormat;
 };
 
 export class CovPoolLayer {
   private opts: MethodOptions;
+  // The options last given for each method, so that a schedule switching back to a method by
+  // name keeps them (MethodSchedule.apply).
+  private readonly given = new Map<string, MethodOptions>();
   readonly vectorize: boolean;
+  readonly dataFormat: 'channelsFirst' | 'channelsLast';
   // States made by this layer: backward refuses states of other layers or other ops.
   private readonly own = new WeakSet<BackwardState>();
 
   constructor(config: LayerConfig | MethodSpec = 'ns') {
     const obj = (typeof config === 'string' ? { method: config } : config) as Record<string, unknown>;
     if (obj === null || typeof obj !== 'object') throw new TypeError('covpool: layer config must be a method name or an options object');
-    const { vectorize, ...spec } = obj;
+    const { vectorize, dataFormat, ...spec } = obj;
     if (vectorize !== undefined && typeof vectorize !== 'boolean') throw new TypeError('covpool: vectorize must be a boolean');
     this.vectorize = vectorize ?? true;
+    this.dataFormat = canonicalDataFormat(dataFormat);
     this.opts = checkedMethodOptions(spec as unknown as MethodSpec);
+    this.given.set(this.opts.method, this.opts);
+  }
+
+  /** The options this layer was last given for `method` (undefined if never). */
+  optionsGivenFor(method: string): MethodOptions | undefined {
+    const o = this.given.get(method);
+    return o ? { ...o } : undefined;
   }
 
   /** The current method's options (as given; see `resolvedOptions` for the defaults filled in). */
@@ -36,6 +69,7 @@ export class CovPoolLayer {
   /** Switches the method (and its options) for the following steps; states already made keep theirs. */
   setMethod(spec: MethodSpec): this {
     this.opts = checkedMethodOptions(spec);
+    this.given.set(this.opts.method, this.opts);
     return this;
   }
 
@@ -44,48 +78,56 @@ export class CovPoolLayer {
     return native().resolveOptions(this.opts, dtype, C);
   }
 
-  /** Output shape for an input shape [B, C, N] or [B, C, H, W]. */
+  /** Output shape for an input shape ([B, C, N] or [B, C, H, W]; channels last with dataFormat 'channelsLast'). */
   outputShape(inputShape: readonly number[]): number[] {
-    const { B, C } = featureDims(inputShape);
+    const { B, C } = featureDims(inputShape, this.dataFormat);
     return this.vectorize ? [B, triangleSize(C)] : [B, C, C];
   }
 
-  /** Forward on the thread pool. Resolves to the output and the state backward needs. */
-  forward(x: TensorInput): Promise<ForwardResult> {
-    return promised(() => this.forwardImpl(x, true) as Promise<ForwardResult>);
+  /**
+   * Forward on the thread pool. Resolves to the output and the state backward needs.
+   * `options.signal` cancels it between batch items; `options.onProgress` reports finished items.
+   */
+  forward(x: TensorInput, options?: CallOptions): Promise<ForwardResult> {
+    return promised(() => controlled(options, batchOf(x), (c) => this.forwardImpl(x, true, c) as Promise<ForwardResult>));
   }
   forwardSync(x: TensorInput): ForwardResult {
     return this.forwardImpl(x, false) as ForwardResult;
   }
 
-  /** Gradient w.r.t. the features, given dL/d(output). */
-  backward(state: BackwardState, dy: TensorInput): Promise<Tensor> {
+  /**
+   * Gradient w.r.t. the features, given dL/d(output). Frees the state's native memory once used,
+   * unless called with `{ retainState: true }` (to run several backwards from one forward).
+   * `options.signal` / `options.onProgress` as for forward.
+   */
+  backward(state: BackwardState, dy: TensorInput, options?: BackwardOptions & CallOptions): Promise<Tensor> {
     return promised(() => {
       this.checkOwn(state);
-      return backwardImpl(state, dy, 'layer', true) as Promise<Tensor>;
+      return controlled(options, stateBatch(state), (c) => backwardImpl(state, dy, 'layer', true, options, c) as Promise<Tensor>);
     });
   }
-  backwardSync(state: BackwardState, dy: TensorInput): Tensor {
+  backwardSync(state: BackwardState, dy: TensorInput, options?: BackwardOptions): Tensor {
     this.checkOwn(state);
-    return backwardImpl(state, dy, 'layer', false) as Tensor;
+    return backwardImpl(state, dy, 'layer', false, options) as Tensor;
   }
 
-  private forwardImpl(xIn: TensorInput, async: boolean): ForwardResult | Promise<ForwardResult> {
+  private forwardImpl(xIn: TensorInput, async: boolean, control?: NativeControl): ForwardResult | Promise<ForwardResult> {
     const x = Tensor.from(xIn);
-    const { B, C, N } = featureDims(x.shape);
-    if (isDetached(x.data)) throw new TypeError('covpool: features: its ArrayBuffer was detached (transferred) after the tensor was made');
+    const { B, C, N } = featureDims(x.shape, this.dataFormat);
+    if (B > 0 && isDetached(x.data)) throw new TypeError('covpool: features: its ArrayBuffer was detached (transferred) after the tensor was made');
     const outShape = this.vectorize ? [B, triangleSize(C)] : [B, C, C];
+    const addon = addonFor(this.opts.device);
     const wrap = (r: { output: Float32Array | Float64Array; state: never }): ForwardResult => {
-      const state = new BackwardState(r.state, 'layer', x.shape, outShape);
+      const state = new BackwardState(r.state, 'layer', x.shape, outShape, addon);
       this.own.add(state);
       return { output: new Tensor(r.output, outShape), state };
     };
-    const r = native().layer(x.data, B, C, N, this.opts, this.vectorize, async);
+    const r = explainNativeError(() => addon.layer(x.data, B, C, N, this.opts, this.vectorize, this.dataFormat === 'channelsLast', control, async));
     return async ? (r as Promise<never>).then(wrap) : wrap(r as never);
   }
 
   private checkOwn(state: BackwardState): void {
-    if (state instanceof BackwardState && state.kind === 'layer' && !this.own.has(state))
+    if (isGenuineState(state) && state.kind === 'layer' && !this.own.has(state))
       throw new TypeError('covpool: this state was produced by another CovPoolLayer; pass it to the layer that made it');
   }
 }
@@ -118,10 +160,14 @@ export class MethodSchedule {
 
   constructor(phases: SchedulePhase[]) {
     if (!Array.isArray(phases) || phases.length === 0) throw new RangeError('covpool: a schedule needs at least one phase');
+    // Each phase checked before sorting: sorting compares the starts as numbers.
+    for (const p of phases) {
+      if (p === null || typeof p !== 'object') throw new TypeError(`covpool: a schedule phase must be an object { from, method }, got ${formatValue(p)}`);
+      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${formatValue(p.from)}`);
+    }
     const sorted = phases.slice().sort((a, b) => a.from - b.from);
     if (sorted[0].from !== 0) throw new RangeError('covpool: the first phase of a schedule must start at 0');
     sorted.forEach((p, i) => {
-      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${p.from}`);
       if (i > 0 && p.from === sorted[i - 1].from) throw new RangeError(`covpool: two schedule phases start at ${p.from}`);
       checkedMethodOptions(p.method);
     });
@@ -143,11 +189,21 @@ export class MethodSchedule {
     return toMethodOptions(cur.method);
   }
 
-  /** Sets the layer's method for this epoch; returns true when it changed. */
+  /**
+   * Sets the layer's method for this epoch; returns true when it changed. Options the layer was
+   * given for that method before (at construction or by setMethod) are kept unless the phase sets
+   * them: a layer made with { method: 'ns', iterations: 3 } runs ns with 3 iterations in a
+   * schedule's 'ns' phase. The layer's device is kept unless the phase names one.
+   */
   apply(layer: CovPoolLayer, epoch: number): boolean {
-    const next = this.at(epoch);
-    const changed = canonical(next) !== canonical(layer.options);
-    if (changed) layer.setMethod(next);
+    const phase = this.at(epoch) as unknown as Record<string, unknown>;
+    const current = layer.options as unknown as Record<string, unknown>;
+    const earlier = (layer.optionsGivenFor(phase.method as string) ?? {}) as Record<string, unknown>;
+    const next: Record<string, unknown> = { ...earlier, ...phase };
+    if (next.device === undefined && current.device !== undefined) next.device = current.device;
+    const spec = toMethodOptions(next as unknown as MethodSpec);
+    const changed = canonical(spec) !== canonical(layer.options);
+    if (changed) layer.setMethod(spec);
     return changed;
   }
 }

@@ -1,7 +1,7 @@
 // The ten matrix-square-root methods, their options and defaults, as TypeScript types, plus the
 // checks that turn a misspelt option into an error naming what is allowed. Ranges are checked
 // by the native registry (native/core/methods.cpp), which fills in the defaults.
-import { DType } from './tensor';
+import { DType, formatValue } from './tensor';
 
 export const METHODS = [
   'ns',
@@ -36,9 +36,20 @@ interface CommonOptions {
 
 export type Device = 'cpu' | 'cuda' | 'auto' | `cuda:${number}`;
 
-export interface NsOptions extends CommonOptions {
+/**
+ * ns and mpa-lya are iterations that assume a positive semi-definite input: on a matrix with a
+ * negative eigenvalue they return, silently, a matrix that is not its square root. A covariance
+ * is PSD by construction; for `sqrtm` of other matrices, `checkPsd: true` tests each input first
+ * (a Cholesky factorization, about a sixth of an eigendecomposition) and rejects indefinite ones.
+ */
+interface PsdCheckOption {
+  /** Reject inputs with an eigenvalue below -10 C eps ||A||_F (default false). */
+  checkPsd?: boolean;
+}
+
+export interface NsOptions extends CommonOptions, PsdCheckOption {
   method: 'ns';
-  /** Newton-Schulz iterations T (default 5). */
+  /** Newton-Schulz iterations T (default 5, at most 100). */
   iterations?: number;
 }
 export interface SvdOptions extends CommonOptions {
@@ -77,7 +88,7 @@ export interface SvdNewtonOptions extends CommonOptions {
   /** Newton-Schulz iterations of the backward (default 5). */
   iterations?: number;
 }
-export interface MpaLyaOptions extends CommonOptions {
+export interface MpaLyaOptions extends CommonOptions, PsdCheckOption {
   method: 'mpa-lya';
   /** Pade degree m of the forward (default 5). */
   degree?: number;
@@ -101,7 +112,7 @@ export type MethodSpec = Method | MethodOptions;
 
 const COMMON = ['method', 'precision', 'normalization', 'eps', 'device'];
 const EXTRA: Record<Method, string[]> = {
-  ns: ['iterations'],
+  ns: ['iterations', 'checkPsd'],
   svd: [],
   'svd-trunc': ['kappa'],
   'svd-topn': ['n'],
@@ -110,7 +121,7 @@ const EXTRA: Record<Method, string[]> = {
   'svd-pi': ['iterations'],
   'svd-newton': ['iterations'],
   'svd-lyap': [],
-  'mpa-lya': ['degree', 'iterations'],
+  'mpa-lya': ['degree', 'iterations', 'checkPsd'],
 };
 
 /** Normalizes a method spec to an options object and rejects unknown methods and options. */
@@ -120,7 +131,7 @@ export function toMethodOptions(spec: MethodSpec): MethodOptions {
     throw new TypeError('covpool: a method must be a name or an options object');
   const m = o.method;
   if (typeof m !== 'string' || !(METHODS as readonly string[]).includes(m))
-    throw new RangeError(`covpool: unknown method '${String(m)}'; expected one of ${METHODS.join(', ')}`);
+    throw new RangeError(`covpool: unknown method ${formatValue(m)}; expected one of ${METHODS.join(', ')}`);
   const allowed = [...COMMON, ...EXTRA[m as Method]];
   for (const key of Object.keys(o)) {
     if (o[key] === undefined) {
@@ -132,18 +143,20 @@ export function toMethodOptions(spec: MethodSpec): MethodOptions {
   }
   for (const key of ['iterations', 'degree', 'n'])
     if (key in o && !(Number.isInteger(o[key]) && (o[key] as number) >= 0))
-      throw new RangeError(`covpool: ${m}: option '${key}' must be a non-negative integer, got ${String(o[key])}`);
+      throw new RangeError(`covpool: ${m}: option '${key}' must be a non-negative integer, got ${formatValue(o[key])}`);
   for (const key of ['kappa', 'eps'])
     if (key in o && !(typeof o[key] === 'number' && Number.isFinite(o[key]) && (o[key] as number) > 0))
-      throw new RangeError(`covpool: ${m}: option '${key}' must be a finite number > 0, got ${String(o[key])}`);
+      throw new RangeError(`covpool: ${m}: option '${key}' must be a finite number > 0, got ${formatValue(o[key])}`);
   if ('precision' in o && o.precision !== 'float32' && o.precision !== 'float64')
-    throw new RangeError(`covpool: ${m}: option 'precision' must be 'float32' or 'float64', got '${String(o.precision)}'`);
+    throw new RangeError(`covpool: ${m}: option 'precision' must be 'float32' or 'float64', got ${formatValue(o.precision)}`);
   if ('normalization' in o && !['none', 'trace', 'frobenius'].includes(o.normalization as string))
-    throw new RangeError(`covpool: ${m}: option 'normalization' must be 'none', 'trace' or 'frobenius', got '${String(o.normalization)}'`);
+    throw new RangeError(`covpool: ${m}: option 'normalization' must be 'none', 'trace' or 'frobenius', got ${formatValue(o.normalization)}`);
   if ('device' in o && !(typeof o.device === 'string' && /^(cpu|cuda|auto|cuda:\d+)$/.test(o.device)))
-    throw new RangeError(`covpool: ${m}: option 'device' must be 'cpu', 'cuda', 'cuda:N' or 'auto', got '${String(o.device)}'`);
+    throw new RangeError(`covpool: ${m}: option 'device' must be 'cpu', 'cuda', 'cuda:N' or 'auto', got ${formatValue(o.device)}`);
   for (const key of ['p', 'q'])
     if (key in o && !(Array.isArray(o[key]) && (o[key] as unknown[]).every((v) => typeof v === 'number' && Number.isFinite(v))))
-      throw new TypeError(`covpool: ${m}: option '${key}' must be an array of finite numbers`);
+      throw new TypeError(`covpool: ${m}: option '${key}' must be an array of finite numbers, got ${formatValue(o[key])}`);
+  if ('checkPsd' in o && typeof o.checkPsd !== 'boolean')
+    throw new TypeError(`covpool: ${m}: option 'checkPsd' must be a boolean, got ${formatValue(o.checkPsd)}`);
   return o as unknown as MethodOptions;
 }

@@ -2,15 +2,154 @@
 // the event loop) and a `...Sync` twin for scripts. Shapes are checked here so that errors name
 // the expected and the received shape; the native side re-checks everything it is given.
 import { MethodSpec, toMethodOptions } from './methods';
-import { NativeArray, NativeState, native } from './native';
-import { DType, FloatArray, Tensor, TensorInput, isDetached, shapeString } from './tensor';
+import { NativeAddon, NativeArray, NativeControl, NativeState, addonFor, cuda, explainNativeError, loadedAddons, native, nativePath } from './native';
+import { DType, FloatArray, Tensor, TensorInput, formatValue, isDetached, shapeString } from './tensor';
+
+// ---- feature layout -------------------------------------------------------------------------
+
+/**
+ * How features are laid out. 'channelsFirst' (NCHW): [B, C, H, W] or [B, C, N], covpool's default.
+ * 'channelsLast' (NHWC): [B, H, W, C] or [B, N, C], what TensorFlow.js convolutions produce.
+ * 'NCHW' / 'NHWC' are accepted as aliases (any case).
+ */
+export type DataFormat = 'channelsFirst' | 'channelsLast' | 'NCHW' | 'NHWC' | 'nchw' | 'nhwc';
+
+/** The canonical name of a layout; `fallback` when none is given. */
+export function canonicalDataFormat(f: unknown, fallback: 'channelsFirst' | 'channelsLast' = 'channelsFirst'): 'channelsFirst' | 'channelsLast' {
+  if (f === undefined || f === null) return fallback;
+  // Lower case and no underscores: tfjs-layers' JSON round trip snake-cases string values
+  // ('channelsLast' -> 'channels_last', 'NHWC' -> 'nhwc'), so every spelling it may hand back is accepted.
+  const s = typeof f === 'string' ? f.toLowerCase().replace(/_/g, '') : '';
+  if (s === 'channelslast' || s === 'nhwc') return 'channelsLast';
+  if (s === 'channelsfirst' || s === 'nchw') return 'channelsFirst';
+  throw new RangeError(`covpool: dataFormat must be 'channelsFirst' (NCHW) or 'channelsLast' (NHWC), got ${typeof f === 'string' ? `'${f}'` : String(f)}`);
+}
+
+// ---- cancellation and progress --------------------------------------------------------------
+
+/** Options every promise-returning call takes. */
+export interface CallOptions {
+  /**
+   * Cancels the call: checked natively between batch items (an item already running finishes
+   * first), and the promise then rejects with an `AbortError`. Already aborted: rejects at once.
+   */
+  signal?: AbortSignal;
+  /** Called on the JS thread as batch items finish: done = 1 ... total, the last before the promise resolves. */
+  onProgress?: (progress: { done: number; total: number }) => void;
+}
+
+/** The rejection of an aborted call (name 'AbortError', code 'ABORT_ERR', as Node's own). */
+export class AbortError extends Error {
+  readonly code = 'ABORT_ERR';
+  constructor(message = 'covpool: the operation was aborted', options?: { cause?: unknown }) {
+    super(message);
+    this.name = 'AbortError';
+    if (options && 'cause' in options) (this as { cause?: unknown }).cause = options.cause;
+  }
+}
+
+function checkCallOptions(opts: unknown): CallOptions {
+  if (opts === undefined || opts === null) return {};
+  if (typeof opts !== 'object') throw new TypeError('covpool: call options must be an object ({ signal, onProgress })');
+  const o = opts as CallOptions;
+  const sig = o.signal as unknown as { aborted?: unknown; addEventListener?: unknown } | undefined;
+  if (sig !== undefined && !(sig !== null && typeof sig === 'object' && typeof sig.aborted === 'boolean' && typeof sig.addEventListener === 'function'))
+    throw new TypeError('covpool: signal must be an AbortSignal (from an AbortController)');
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new TypeError('covpool: onProgress must be a function');
+  return o;
+}
+
+function abortError(signal: AbortSignal): AbortError {
+  return new AbortError('covpool: the operation was aborted', { cause: signal.reason });
+}
+
+/**
+ * @internal Runs an async native call under a signal and a progress callback. `total` is the
+ * number of batch items the call reports progress over.
+ */
+export function controlled<T>(opts: CallOptions | undefined, total: number, start: (control: NativeControl | undefined) => Promise<T>): Promise<T> {
+  const { signal, onProgress } = checkCallOptions(opts);
+  if (signal?.aborted) return Promise.reject(abortError(signal));
+  if (!signal && !onProgress) return start(undefined);
+  let settled = false;
+  let reported = 0;
+  const report = (done: number, all: number): void => {
+    if (settled || !onProgress || done <= reported) return;
+    reported = done;
+    onProgress({ done, total: all });
+  };
+  const control = native().createControl(onProgress ? report : undefined);
+  const onAbort = (): void => native().cancelControl(control);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const finish = (): void => {
+    settled = true;
+    signal?.removeEventListener('abort', onAbort);
+    native().releaseControl(control);
+  };
+  let run: Promise<T>;
+  try {
+    run = start(control);
+  } catch (e) {
+    finish();
+    return Promise.reject(e);
+  }
+  return run.then(
+    (value) => {
+      // Reports travel through a queue; the last one may not have arrived yet.
+      if (total > 0) report(total, total);
+      finish();
+      return value;
+    },
+    (err) => {
+      finish();
+      throw signal?.aborted ? abortError(signal) : err;
+    },
+  );
+}
 
 /** Resolved options, as the native registry filled them in (every default explicit). */
 export type ResolvedOptions = Record<string, unknown> & { method: string; precision: DType; normalization: string };
 
+/** Options of a backward call. */
+export interface BackwardOptions {
+  /**
+   * Keep the state for another backward (default false: like PyTorch's `retain_graph`, a backward
+   * frees the state it used, so a training loop that never calls `dispose()` stays flat).
+   */
+  retainState?: boolean;
+}
+
+// States made by a forward call here; anything else (a copy, `Object.create(BackwardState.prototype)`)
+// is refused by name instead of failing somewhere inside.
+const genuine = new WeakSet<object>();
+// Why a state is gone, for the message of a later backward.
+const freedByBackward = new WeakSet<object>();
+let liveStateWarning = false;
+
+// The native side frees a collected state's memory at the next forward (so synchronous loops stay
+// bounded); this frees it in programs that make no further forward, once the event loop turns.
+let sweepQueued = false;
+const collected = new FinalizationRegistry<number>(() => {
+  if (sweepQueued) return;
+  sweepQueued = true;
+  setImmediate(() => {
+    sweepQueued = false;
+    native().sweepStates();
+  }).unref();
+});
+
+function requireGenuine(state: unknown): asserts state is BackwardState {
+  if (state instanceof BackwardState && genuine.has(state)) return;
+  throw new TypeError(
+    'covpool: state must be the `state` returned by the matching forward call (layer.forward or sqrtm), got ' +
+      (state instanceof BackwardState ? 'a BackwardState that no forward call made (a copy, or Object.create(BackwardState.prototype))' : formatValue(state)),
+  );
+}
+
 /**
- * What a backward pass needs from its forward pass. Keep it until backward; call `dispose()` to
- * free its native memory early (otherwise the garbage collector frees it).
+ * What a backward pass needs from its forward pass, in native memory. A backward frees it unless
+ * asked to keep it (`{ retainState: true }`); `dispose()` frees it at once; a state the program
+ * drops is freed once the garbage collector finds it unreachable.
  */
 export class BackwardState {
   /** @internal */
@@ -23,28 +162,52 @@ export class BackwardState {
   readonly outputShape: readonly number[];
   readonly options: ResolvedOptions;
 
+  /** @internal The binary that made the state (CPU or CUDA-enabled): its backward runs there. */
+  readonly addon: NativeAddon;
+
   /** @internal */
-  constructor(handle: NativeState, kind: 'layer' | 'sqrtm', inputShape: readonly number[], outputShape: readonly number[]) {
+  constructor(handle: NativeState, kind: 'layer' | 'sqrtm', inputShape: readonly number[], outputShape: readonly number[], addon: NativeAddon = native()) {
     this.handle = handle;
-    const info = native().stateInfo(handle);
+    this.addon = addon;
+    const info = addon.stateInfo(handle);
     this.kind = kind;
     this.dtype = info.dtype as DType;
     this.device = info.device as string;
     this.options = info.options as ResolvedOptions;
     this.inputShape = Object.freeze(inputShape.slice());
     this.outputShape = Object.freeze(outputShape.slice());
+    genuine.add(this);
+    collected.register(this, 0);
+    warnOnLiveStates(info.liveStates, info.liveBytes);
   }
   /** Native bytes held (0 once disposed). */
   get bytes(): number {
-    const i = native().stateInfo(this.handle);
+    requireGenuine(this);
+    const i = this.addon.stateInfo(this.handle);
     return i.disposed ? 0 : (i.bytes as number);
   }
   get disposed(): boolean {
-    return native().stateInfo(this.handle).disposed;
+    requireGenuine(this);
+    return this.addon.stateInfo(this.handle).disposed;
   }
   dispose(): void {
-    native().disposeState(this.handle);
+    requireGenuine(this);
+    this.addon.disposeState(this.handle);
   }
+}
+
+// One warning per process when the states alive hold a quarter of the memory budget: the usual
+// cause is a loop that keeps every state (retainState without dispose, or forwards whose backward
+// never runs, kept in an array).
+function warnOnLiveStates(count: number, bytes: number): void {
+  if (liveStateWarning || !(bytes > native().maxBytes() / 4)) return;
+  liveStateWarning = true;
+  process.emitWarning(
+    `covpool: ${count} backward states are alive, holding ${(bytes / 1e6).toFixed(0)} MB of native memory ` +
+      `(a quarter of the per-call memory budget). A backward frees its state unless called with { retainState: true }; ` +
+      'call state.dispose() on states that will not be used, and do not keep states you are done with in arrays.',
+    { code: 'COVPOOL_LIVE_STATES' },
+  );
 }
 
 export interface ForwardResult {
@@ -55,20 +218,32 @@ export interface ForwardResult {
 // ---- shape helpers --------------------------------------------------------------------------
 
 function live(t: Tensor, what: string): FloatArray {
-  if (isDetached(t.data)) throw new TypeError(`covpool: ${what}: its ArrayBuffer was detached (transferred) after the tensor was made`);
+  if (t.shape.every((d) => d > 0) && isDetached(t.data)) throw new TypeError(`covpool: ${what}: its ArrayBuffer was detached (transferred) after the tensor was made`);
   return t.data;
 }
 
-/** Features [B, C, N] or [B, C, H, W] -> dims with N = H W. */
-export function featureDims(shape: readonly number[], what = 'features'): { B: number; C: number; N: number } {
-  if (shape.length === 3) return { B: shape[0], C: shape[1], N: shape[2] };
-  if (shape.length === 4) return { B: shape[0], C: shape[1], N: shape[2] * shape[3] };
-  throw new RangeError(`covpool: ${what} must have shape [B, C, N] or [B, C, H, W], got ${shapeString(shape)} (rank ${shape.length})`);
+/**
+ * Features -> dims with N = H W: [B, C, N] or [B, C, H, W] (channelsFirst), [B, N, C] or
+ * [B, H, W, C] (channelsLast). B may be 0; C and N may not.
+ */
+export function featureDims(shape: readonly number[], dataFormat: 'channelsFirst' | 'channelsLast' = 'channelsFirst', what = 'features'): { B: number; C: number; N: number } {
+  const last = dataFormat === 'channelsLast';
+  const r = shape.length;
+  if (r !== 3 && r !== 4)
+    throw new RangeError(
+      `covpool: ${what} must have shape ${last ? '[B, N, C] or [B, H, W, C]' : '[B, C, N] or [B, C, H, W]'}, ` +
+        `got ${shapeString(shape)} (rank ${r}; dataFormat '${dataFormat}')`,
+    );
+  const C = last ? shape[r - 1] : shape[1];
+  const N = last ? (r === 3 ? shape[1] : shape[1] * shape[2]) : r === 3 ? shape[2] : shape[2] * shape[3];
+  if (!(C >= 1) || !(N >= 1))
+    throw new RangeError(`covpool: ${what} ${shapeString(shape)} (${dataFormat}) has C = ${C} channels and N = ${N} positions; both must be at least 1`);
+  return { B: shape[0], C, N };
 }
 
 function matrixDims(a: Tensor, what: string): { B: number; C: number } {
-  if (a.rank !== 3 || a.shape[1] !== a.shape[2])
-    throw new RangeError(`covpool: ${what} must have shape [B, C, C] (a batch of square matrices), got ${shapeString(a.shape)}`);
+  if (a.rank !== 3 || a.shape[1] !== a.shape[2] || a.shape[1] < 1)
+    throw new RangeError(`covpool: ${what} must have shape [B, C, C] (a batch of square matrices, C >= 1), got ${shapeString(a.shape)}`);
   return { B: a.shape[0], C: a.shape[1] };
 }
 
@@ -82,6 +257,7 @@ function expectDType(t: Tensor, dtype: DType, what: string): void {
 }
 
 export function triangleSize(C: number): number {
+  if (!Number.isSafeInteger(C) || C < 0) throw new RangeError(`covpool: C must be a non-negative integer, got ${formatValue(C)}`);
   return (C * (C + 1)) / 2;
 }
 
@@ -100,48 +276,79 @@ function then<A, B>(v: A | Promise<A>, async: boolean, f: (a: A) => B): B | Prom
 
 // ---- covariance pooling ---------------------------------------------------------------------
 
-function covpoolImpl(xIn: TensorInput, async: boolean) {
-  const x = Tensor.from(xIn);
-  const { B, C, N } = featureDims(x.shape);
-  return then(native().covpool(live(x, 'features'), B, C, N, async), async, (a) => new Tensor(a, [B, C, C]));
+/** Options of covpool / covpoolBackward: the features' layout (default 'channelsFirst'). */
+export interface CovpoolOptions {
+  dataFormat?: DataFormat;
 }
-/** Covariance pooling: features [B, C, N] or [B, C, H, W] -> A = Xc Xc^T / N, [B, C, C]. */
-export const covpool = (x: TensorInput): Promise<Tensor> => promised(() => covpoolImpl(x, true) as Promise<Tensor>);
-export const covpoolSync = (x: TensorInput): Tensor => covpoolImpl(x, false) as Tensor;
 
-function covpoolBackwardImpl(xIn: TensorInput, dAIn: TensorInput, async: boolean) {
+function covpoolImpl(xIn: TensorInput, opts: CovpoolOptions | undefined, async: boolean, control?: NativeControl) {
   const x = Tensor.from(xIn);
-  const dA = Tensor.from(dAIn);
-  const { B, C, N } = featureDims(x.shape);
+  const format = canonicalDataFormat(opts?.dataFormat);
+  const { B, C, N } = featureDims(x.shape, format);
+  return then(native().covpool(live(x, 'features'), B, C, N, format === 'channelsLast', control, async), async, (a) => new Tensor(a, [B, C, C]));
+}
+/**
+ * Covariance pooling: features [B, C, N] or [B, C, H, W] (or, with dataFormat 'channelsLast',
+ * [B, N, C] or [B, H, W, C]) -> A = Xc Xc^T / N, [B, C, C].
+ */
+export const covpool = (x: TensorInput, options?: CovpoolOptions & CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, batchOf(x), (c) => covpoolImpl(x, options, true, c) as Promise<Tensor>));
+export const covpoolSync = (x: TensorInput, options?: CovpoolOptions): Tensor => covpoolImpl(x, options, false) as Tensor;
+
+function covpoolBackwardImpl(xIn: TensorInput, dAIn: TensorInput, opts: CovpoolOptions | undefined, async: boolean, control?: NativeControl) {
+  const x = Tensor.from(xIn);
+  const dA = Tensor.from(dAIn, undefined, x.dtype);
+  const format = canonicalDataFormat(opts?.dataFormat);
+  const { B, C, N } = featureDims(x.shape, format);
   expectShape(dA, [B, C, C], 'covariance gradient');
   expectDType(dA, x.dtype, 'covariance gradient');
-  return then(native().covpoolBackward(live(x, 'features'), live(dA, 'covariance gradient'), B, C, N, async), async, (g) => new Tensor(g, x.shape));
+  return then(
+    native().covpoolBackward(live(x, 'features'), live(dA, 'covariance gradient'), B, C, N, format === 'channelsLast', control, async),
+    async,
+    (g) => new Tensor(g, x.shape),
+  );
 }
-/** Gradient of covpool w.r.t. the features, given dL/dA. */
-export const covpoolBackward = (x: TensorInput, dA: TensorInput): Promise<Tensor> => promised(() => covpoolBackwardImpl(x, dA, true) as Promise<Tensor>);
-export const covpoolBackwardSync = (x: TensorInput, dA: TensorInput): Tensor => covpoolBackwardImpl(x, dA, false) as Tensor;
+/** Gradient of covpool w.r.t. the features (in their layout), given dL/dA. */
+export const covpoolBackward = (x: TensorInput, dA: TensorInput, options?: CovpoolOptions & CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, batchOf(x), (c) => covpoolBackwardImpl(x, dA, options, true, c) as Promise<Tensor>));
+export const covpoolBackwardSync = (x: TensorInput, dA: TensorInput, options?: CovpoolOptions): Tensor =>
+  covpoolBackwardImpl(x, dA, options, false) as Tensor;
+
+/** @internal The batch size of a state, for progress reports (0 for anything that is not a state: backward reports that). */
+export function stateBatch(state: unknown): number {
+  const shape = (state as { outputShape?: unknown } | null)?.outputShape;
+  return Array.isArray(shape) && typeof shape[0] === 'number' ? shape[0] : 0;
+}
+
+/** @internal The batch size of an input, for progress reports (0 when it cannot be read; the op itself then reports the error). */
+export function batchOf(x: TensorInput): number {
+  const shape = (x as { shape?: unknown; dims?: unknown } | null)?.shape ?? (x as { dims?: unknown } | null)?.dims;
+  return Array.isArray(shape) && typeof shape[0] === 'number' ? shape[0] : 0;
+}
 
 // ---- triangular vectorization ---------------------------------------------------------------
 
-function triuvecImpl(sIn: TensorInput, async: boolean) {
+function triuvecImpl(sIn: TensorInput, async: boolean, control?: NativeControl) {
   const s = Tensor.from(sIn);
   const { B, C } = matrixDims(s, 'matrices');
-  return then(native().triuvec(live(s, 'matrices'), B, C, async), async, (y) => new Tensor(y, [B, triangleSize(C)]));
+  return then(native().triuvec(live(s, 'matrices'), B, C, control, async), async, (y) => new Tensor(y, [B, triangleSize(C)]));
 }
 /** Upper triangle, row by row, diagonal included: [B, C, C] -> [B, C(C+1)/2]. */
-export const triuvec = (s: TensorInput): Promise<Tensor> => promised(() => triuvecImpl(s, true) as Promise<Tensor>);
+export const triuvec = (s: TensorInput, options?: CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, 0, (c) => triuvecImpl(s, true, c) as Promise<Tensor>));
 export const triuvecSync = (s: TensorInput): Tensor => triuvecImpl(s, false) as Tensor;
 
-function triuvecBackwardImpl(dyIn: TensorInput, C: number, async: boolean) {
+function triuvecBackwardImpl(dyIn: TensorInput, C: number, async: boolean, control?: NativeControl) {
   const dy = Tensor.from(dyIn);
-  if (!Number.isInteger(C) || C < 1) throw new RangeError(`covpool: C must be a positive integer, got ${C}`);
+  if (!Number.isInteger(C) || C < 1) throw new RangeError(`covpool: C must be a positive integer, got ${formatValue(C)}`);
   if (dy.rank !== 2 || dy.shape[1] !== triangleSize(C))
     throw new RangeError(`covpool: gradient must have shape [B, ${triangleSize(C)}] for C = ${C}, got ${shapeString(dy.shape)}`);
   const B = dy.shape[0];
-  return then(native().triuvecBackward(live(dy, 'gradient'), B, C, async), async, (g) => new Tensor(g, [B, C, C]));
+  return then(native().triuvecBackward(live(dy, 'gradient'), B, C, control, async), async, (g) => new Tensor(g, [B, C, C]));
 }
 /** Gradient of triuvec: [B, C(C+1)/2] -> [B, C, C] (upper triangle, zeros below). */
-export const triuvecBackward = (dy: TensorInput, C: number): Promise<Tensor> => promised(() => triuvecBackwardImpl(dy, C, true) as Promise<Tensor>);
+export const triuvecBackward = (dy: TensorInput, C: number, options?: CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, 0, (c) => triuvecBackwardImpl(dy, C, true, c) as Promise<Tensor>));
 export const triuvecBackwardSync = (dy: TensorInput, C: number): Tensor => triuvecBackwardImpl(dy, C, false) as Tensor;
 
 // ---- eigendecomposition ---------------------------------------------------------------------
@@ -152,49 +359,80 @@ export interface Eigh {
   /** Eigenvectors as columns, [B, C, C]: A = V diag(values) V^T. */
   vectors: Tensor;
 }
-function eighImpl(aIn: TensorInput, async: boolean) {
+function eighImpl(aIn: TensorInput, async: boolean, control?: NativeControl) {
   const a = Tensor.from(aIn);
   const { B, C } = matrixDims(a, 'matrices');
-  return then(native().eigh(live(a, 'matrices'), B, C, async), async, (r) => ({
+  return then(native().eigh(live(a, 'matrices'), B, C, control, async), async, (r) => ({
     values: new Tensor(r.values, [B, C]),
     vectors: new Tensor(r.vectors, [B, C, C]),
   }));
 }
 /** Batched symmetric eigendecomposition (LAPACK syevd), in the input dtype. */
-export const eigh = (a: TensorInput): Promise<Eigh> => promised(() => eighImpl(a, true) as Promise<Eigh>);
+export const eigh = (a: TensorInput, options?: CallOptions): Promise<Eigh> =>
+  promised(() => controlled(options, batchOf(a), (c) => eighImpl(a, true, c) as Promise<Eigh>));
 export const eighSync = (a: TensorInput): Eigh => eighImpl(a, false) as Eigh;
 
 // ---- matrix square root ---------------------------------------------------------------------
 
-function sqrtmImpl(aIn: TensorInput, spec: MethodSpec, async: boolean) {
+function sqrtmImpl(aIn: TensorInput, spec: MethodSpec, async: boolean, control?: NativeControl) {
   const a = Tensor.from(aIn);
   const { B, C } = matrixDims(a, 'matrices');
   const opts = toMethodOptions(spec);
-  return then(native().sqrtm(live(a, 'matrices'), B, C, opts, async), async, (r) => ({
+  const addon = addonFor(opts.device);
+  return then(explainNativeError(() => addon.sqrtm(live(a, 'matrices'), B, C, opts, control, async)), async, (r) => ({
     output: new Tensor(r.output, [B, C, C]),
-    state: new BackwardState(r.state, 'sqrtm', [B, C, C], [B, C, C]),
+    state: new BackwardState(r.state, 'sqrtm', [B, C, C], [B, C, C], addon),
   }));
 }
 /** Matrix square root of symmetric PSD matrices [B, C, C] by the given method. */
-export const sqrtm = (a: TensorInput, method: MethodSpec): Promise<ForwardResult> => promised(() => sqrtmImpl(a, method, true) as Promise<ForwardResult>);
+export const sqrtm = (a: TensorInput, method: MethodSpec, options?: CallOptions): Promise<ForwardResult> =>
+  promised(() => controlled(options, batchOf(a), (c) => sqrtmImpl(a, method, true, c) as Promise<ForwardResult>));
 export const sqrtmSync = (a: TensorInput, method: MethodSpec): ForwardResult => sqrtmImpl(a, method, false) as ForwardResult;
 
+/** @internal Checks the `checkState` argument is a genuine state (for the layer's own check). */
+export function isGenuineState(state: unknown): boolean {
+  return state instanceof BackwardState && genuine.has(state);
+}
+
+function retainOption(options: BackwardOptions | undefined, async: boolean): boolean {
+  if (options === undefined) return false;
+  if (options === null || typeof options !== 'object') throw new TypeError(`covpool: backward options must be an object, got ${formatValue(options)}`);
+  const allowed = async ? ['retainState', 'signal', 'onProgress'] : ['retainState'];
+  for (const key of Object.keys(options))
+    if (!allowed.includes(key)) throw new RangeError(`covpool: unknown backward option '${key}' (its options: ${allowed.join(', ')})`);
+  const r = options.retainState;
+  if (r !== undefined && typeof r !== 'boolean') throw new TypeError(`covpool: option 'retainState' must be a boolean, got ${formatValue(r)}`);
+  return r === true;
+}
+
 /** @internal Shared by sqrtmBackward and the layer: checks state and gradient, then runs backward. */
-export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'layer' | 'sqrtm', async: boolean) {
-  if (!(state instanceof BackwardState))
-    throw new TypeError('covpool: state must be the `state` returned by the matching forward call');
+export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'layer' | 'sqrtm', async: boolean, options?: BackwardOptions, control?: NativeControl) {
+  requireGenuine(state);
   if (state.kind !== kind)
     throw new TypeError(`covpool: this state comes from a ${state.kind === 'layer' ? 'layer forward' : 'sqrtm'} call, not from ${kind === 'layer' ? 'a layer forward' : 'sqrtm'}`);
-  if (state.disposed) throw new Error('covpool: the state was disposed; run the forward pass again');
-  const dy = Tensor.from(dyIn);
+  const retain = retainOption(options, async);
+  if (state.disposed)
+    throw new Error(
+      freedByBackward.has(state)
+        ? 'covpool: the state was freed by the backward that used it; pass { retainState: true } to that backward to run several backwards from one forward'
+        : 'covpool: the state was disposed; run the forward pass again',
+    );
+  const dy = Tensor.from(dyIn, undefined, state.dtype);
   expectShape(dy, state.outputShape, 'output gradient');
   expectDType(dy, state.dtype, 'output gradient');
   const shape = state.inputShape;
-  return then(native().backward(state.handle, live(dy, 'output gradient'), async), async, (g: NativeArray) => new Tensor(g, shape));
+  const r = state.addon.backward(state.handle, live(dy, 'output gradient'), !retain, control, async);
+  if (!retain) freedByBackward.add(state);
+  return then(r, async, (g: NativeArray) => new Tensor(g, shape));
 }
-/** Gradient w.r.t. the input matrices (symmetric representative), given dL/dS. */
-export const sqrtmBackward = (state: BackwardState, dS: TensorInput): Promise<Tensor> => promised(() => backwardImpl(state, dS, 'sqrtm', true) as Promise<Tensor>);
-export const sqrtmBackwardSync = (state: BackwardState, dS: TensorInput): Tensor => backwardImpl(state, dS, 'sqrtm', false) as Tensor;
+/**
+ * Gradient w.r.t. the input matrices (symmetric representative), given dL/dS. Frees the state
+ * unless `{ retainState: true }`. `options.signal` / `options.onProgress` as for sqrtm.
+ */
+export const sqrtmBackward = (state: BackwardState, dS: TensorInput, options?: BackwardOptions & CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, stateBatch(state), (c) => backwardImpl(state, dS, 'sqrtm', true, options, c) as Promise<Tensor>));
+export const sqrtmBackwardSync = (state: BackwardState, dS: TensorInput, options?: BackwardOptions): Tensor =>
+  backwardImpl(state, dS, 'sqrtm', false, options) as Tensor;
 
 /**
  * Analysis helper: the backward coefficient matrix an eigen-based method builds from ascending
@@ -206,7 +444,7 @@ export function backwardCoefficientsSync(values: TensorInput, method: MethodSpec
   const l = Tensor.from(values, 'float64');
   if (l.rank !== 2) throw new RangeError(`covpool: eigenvalues must have shape [B, C], got ${shapeString(l.shape)}`);
   const [B, C] = l.shape;
-  const f = native().coefficients(live(l, 'eigenvalues') as Float64Array, B, C, toMethodOptions(method), replace, false) as NativeArray;
+  const f = native().coefficients(live(l, 'eigenvalues') as Float64Array, B, C, toMethodOptions(method), replace, undefined, false) as NativeArray;
   return new Tensor(f, [B, C, C]);
 }
 
@@ -217,10 +455,108 @@ export function resolveOptions(spec: MethodSpec, dtype: DType = 'float32', C = 2
 
 /** The Pade coefficients the library derives: 'geometric' ([L/L] of 1/(1-r), svd-pade) or 'sqrt' ([m/m] of sqrt(1-z), mpa-lya). */
 export function padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { p: number[]; q: number[] } {
+  if (kind !== 'geometric' && kind !== 'sqrt') throw new TypeError(`covpool: kind must be 'geometric' or 'sqrt', got ${formatValue(kind)}`);
+  const max = kind === 'geometric' ? 1000 : 12; // svd-pade's and mpa-lya's degree bounds
+  if (!Number.isInteger(degree) || degree < 1 || degree > max)
+    throw new RangeError(`covpool: the ${kind} Pade degree must be an integer in [1, ${max}], got ${formatValue(degree)}`);
   return native().padeCoefficients(kind, degree);
 }
 
-/** Backend name, worker threads, the method list, and whether the CUDA backend is built in and how many GPUs it sees. */
-export function backendInfo(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number } {
-  return native().info();
+/**
+ * The memory budget of one call, in bytes: a call that would allocate more (inputs copied,
+ * outputs, its state, scratch) is refused before it allocates. Default: COVPOOL_MAX_BYTES, else
+ * half the physical memory.
+ */
+export function maxBytes(): number {
+  return native().maxBytes();
+}
+/** Sets the memory budget of one call (bytes); returns the previous one. */
+export function setMaxBytes(bytes: number): number {
+  if (!Number.isSafeInteger(bytes) || bytes < 1) throw new RangeError(`covpool: the memory budget must be a positive integer number of bytes, got ${formatValue(bytes)}`);
+  const previous = native().maxBytes();
+  for (const a of loadedAddons()) a.maxBytes(bytes); // the CUDA-enabled binary too, when it is loaded
+  return previous;
+}
+
+/** Native memory, like torch.cuda.memory_allocated / memory_reserved: the host caching allocator and, once used, each CUDA device's. */
+export interface MemoryStats {
+  host: {
+    /** Held now by backward states, results being built and running calls. */
+    allocatedBytes: number;
+    /** The most held at once since the process started. */
+    peakAllocatedBytes: number;
+    /** Freed by covpool and kept for reuse (what emptyCache() releases). */
+    cachedBytes: number;
+    /** The most the cache keeps (COVPOOL_HOST_CACHE_MB). */
+    cacheLimitBytes: number;
+    /** Per-thread work space of batch items, kept between calls (emptyCache() frees it when no call runs). */
+    scratchBytes: number;
+  };
+  /** One entry per CUDA device the process has used (none without the CUDA backend). */
+  devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
+}
+
+/**
+ * Native memory in use and cached, host and CUDA devices, over the binaries loaded (the CPU binary
+ * and, once CUDA was used, the CUDA-enabled one: each has its own host cache).
+ */
+export function memoryStats(): MemoryStats {
+  const all = loadedAddons().map((a) => a.memoryStats());
+  const host = { ...all[0].host };
+  for (const s of all.slice(1)) {
+    host.allocatedBytes += s.host.allocatedBytes;
+    host.peakAllocatedBytes += s.host.peakAllocatedBytes;
+    host.cachedBytes += s.host.cachedBytes;
+  }
+  return { host, devices: all.flatMap((s) => s.devices) };
+}
+
+/**
+ * Returns the memory covpool keeps cached for reuse to the system (host: freed blocks and, when
+ * no call is running, the threads' scratch; the C heap is then trimmed; CUDA: every device's
+ * parked blocks), like torch.cuda.empty_cache. Memory held by live states is not touched:
+ * dispose() them first. Returns the bytes released.
+ */
+export function emptyCache(): number {
+  return loadedAddons().reduce((sum, a) => sum + a.emptyCache(), 0);
+}
+
+/** What backendInfo() reports. */
+export interface BackendInfo {
+  /** The default backend ('cpu'). */
+  backend: string;
+  threads: number;
+  methods: string[];
+  /** The binary that runs CPU ops (the package's prebuilt binary or a local build). */
+  binary: string;
+  /** Whether the CUDA backend can be used: the CUDA-enabled binary is loaded (devices may still be 0). */
+  cuda: boolean;
+  /** CUDA devices visible to it. */
+  cudaDevices: number;
+  /** The CUDA-enabled binary (null: none for this platform). */
+  cudaBinary: string | null;
+  /** Why CUDA cannot be used ('' when a device can): a missing binary, library or driver, no GPU. */
+  cudaReason: string;
+  /** The cuBLAS/cuSOLVER files it pre-loaded, by soname. */
+  cudaLibraries: Record<string, string>;
+}
+
+/**
+ * Backend name, worker threads, the method list, which binary is loaded, and whether CUDA can be
+ * used and why not (this loads the CUDA-enabled binary when its libraries are found).
+ */
+export function backendInfo(): BackendInfo {
+  const i = native().info();
+  const c = cuda().status;
+  return {
+    backend: i.backend,
+    threads: i.threads,
+    methods: i.methods,
+    binary: nativePath(),
+    cuda: c.loaded,
+    cudaDevices: c.devices,
+    cudaBinary: c.binary,
+    cudaReason: c.reason,
+    cudaLibraries: c.libraries,
+  };
 }

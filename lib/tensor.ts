@@ -16,8 +16,44 @@ export interface TensorLike {
 
 export type TensorInput = Tensor | TensorLike;
 
-export function shapeString(shape: readonly number[]): string {
-  return '[' + shape.join(', ') + ']';
+/**
+ * A value as it appears in an error message, unambiguous about its type: strings quoted ('5' is
+ * not 5), arrays and plain objects spelt out (shortened), other objects by their class.
+ */
+export function formatValue(v: unknown, depth = 0): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v).replace(/^"|"$/g, "'");
+  if (typeof v === 'number') return Object.is(v, -0) ? '-0' : String(v);
+  if (typeof v === 'bigint') return `${v}n`;
+  if (v === null || v === undefined || typeof v === 'boolean') return String(v);
+  if (typeof v === 'function') return 'a function';
+  if (typeof v === 'symbol') return v.toString();
+  if (Array.isArray(v)) {
+    if (depth > 1) return '[…]';
+    const head = v.slice(0, 8).map((e) => formatValue(e, depth + 1));
+    return '[' + head.join(', ') + (v.length > 8 ? `, … (${v.length} entries)` : '') + ']';
+  }
+  const tag = Object.prototype.toString.call(v).slice(8, -1);
+  if (tag !== 'Object' || depth > 1) return `a ${tag}`;
+  const keys = Object.keys(v as object);
+  if (keys.length === 0) return '{}';
+  const body = keys.slice(0, 6).map((k) => `${k}: ${formatValue((v as Record<string, unknown>)[k], depth + 1)}`);
+  return '{ ' + body.join(', ') + (keys.length > 6 ? ', …' : '') + ' }';
+}
+
+export function shapeString(shape: readonly unknown[]): string {
+  return Array.isArray(shape) ? '[' + shape.map((d) => formatValue(d, 1)).join(', ') + ']' : formatValue(shape);
+}
+
+// Bytes a copy may take before it starts: the addon's memory budget of one call.
+function copyBudget(): number {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  return (require('./native') as typeof import('./native')).native().maxBytes();
+}
+
+/** A TensorFlow.js tensor (duck-typed: covpool never loads tfjs itself). */
+function isTfjsTensor(x: unknown): boolean {
+  const t = x as { dataSync?: unknown; data?: unknown; dataId?: unknown } | null;
+  return t !== null && typeof t === 'object' && typeof t.dataSync === 'function' && typeof t.data === 'function';
 }
 
 // By tag rather than instanceof: arrays made in another realm (a vm context, jest's sandbox, a
@@ -57,8 +93,8 @@ export class Tensor {
       );
     } else if (Array.isArray(data) || (data && typeof data === 'object' && typeof (data as ArrayLike<number>).length === 'number')) {
       const d = dtype ?? 'float32';
-      if (d !== 'float32' && d !== 'float64') throw new TypeError(`covpool: dtype must be 'float32' or 'float64', got '${String(d)}'`);
-      this.data = d === 'float32' ? Float32Array.from(data as ArrayLike<number>) : Float64Array.from(data as ArrayLike<number>);
+      if (d !== 'float32' && d !== 'float64') throw new TypeError(`covpool: dtype must be 'float32' or 'float64', got ${formatValue(d)}`);
+      this.data = copyNumbers(data as ArrayLike<unknown>, shp, d);
       this.dtype = d;
     } else {
       throw new TypeError('covpool: tensor data must be a Float32Array, a Float64Array or an array of numbers');
@@ -73,20 +109,31 @@ export class Tensor {
     this.shape = Object.freeze(shp.slice());
   }
 
-  /** A Tensor from a Tensor (returned as is) or a {data, shape} / {data, dims} object. */
-  static from(x: TensorInput, dtype?: DType): Tensor {
+  /**
+   * A Tensor from a Tensor (returned as is) or a {data, shape} / {data, dims} object. `dtype`
+   * is required of the result; `plainDType` is the dtype plain number arrays are converted to
+   * when neither `dtype` nor the object says (default float32).
+   */
+  static from(x: TensorInput, dtype?: DType, plainDType?: DType): Tensor {
     if (x instanceof Tensor) {
       if (dtype && dtype !== x.dtype) throw new TypeError(`covpool: expected a ${dtype} tensor, got ${x.dtype}`);
       return x;
     }
+    if (isTfjsTensor(x))
+      throw new TypeError(
+        'covpool: got a TensorFlow.js tensor; covpool ops take covpool Tensors or {data, shape} objects. ' +
+          "In a tfjs model use covpool/tfjs (covPoolLayer, covPoolOp); otherwise convert with Tensor.from({ data: t.dataSync(), shape: t.shape }) " +
+          "and mind the layout: tfjs convolutions give NHWC [B, H, W, C], so pass dataFormat: 'channelsLast'",
+      );
     if (x === null || typeof x !== 'object' || !('data' in x))
       throw new TypeError('covpool: expected a Tensor or an object with `data` and `shape`');
     const shape = x.shape ?? x.dims;
     if (!shape) throw new TypeError('covpool: the object has `data` but no `shape` (or `dims`)');
     const declared = x.dtype;
     if (declared !== undefined && declared !== 'float32' && declared !== 'float64')
-      throw new TypeError(`covpool: dtype '${declared}' is not supported; expected 'float32' or 'float64'`);
-    return new Tensor(x.data, shape, dtype ?? (declared as DType | undefined));
+      throw new TypeError(`covpool: dtype ${formatValue(declared)} is not supported; expected 'float32' or 'float64'`);
+    const plain = !ArrayBuffer.isView(x.data);
+    return new Tensor(x.data, shape, dtype ?? (declared as DType | undefined) ?? (plain ? plainDType : undefined));
   }
 
   static zeros(shape: readonly number[], dtype: DType = 'float32'): Tensor {
@@ -123,10 +170,32 @@ export class Tensor {
   }
 
   private static checkShape(shape: readonly number[]): number[] {
-    if (!Array.isArray(shape)) throw new TypeError('covpool: shape must be an array of positive integers');
+    if (!Array.isArray(shape)) throw new TypeError(`covpool: shape must be an array of non-negative integers, got ${formatValue(shape)}`);
     for (const d of shape)
-      if (!Number.isInteger(d) || d < 1)
-        throw new RangeError(`covpool: shape ${shapeString(shape)} must hold positive integers`);
+      if (!Number.isInteger(d) || d < 0)
+        throw new RangeError(`covpool: shape ${shapeString(shape)} must hold non-negative integers (got ${formatValue(d)}${typeof d === 'number' ? '' : `, a ${typeof d}`})`);
     return shape.slice();
   }
+}
+
+/**
+ * Copies a plain array (or array-like) of numbers into a typed array. The length is checked
+ * against the shape and the memory budget before anything is copied (an array-like can claim any
+ * length), and every element must be a number: strings or objects would silently become NaN.
+ */
+function copyNumbers(src: ArrayLike<unknown>, shape: readonly number[], dtype: DType): FloatArray {
+  const length = src.length;
+  const size = shape.reduce((a, b) => a * b, 1);
+  if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`covpool: the data's length must be a non-negative integer, got ${formatValue(length)}`);
+  if (length !== size) throw new RangeError(`covpool: shape ${shapeString(shape)} needs ${size} elements but the data holds ${length}`);
+  const bytes = length * (dtype === 'float32' ? 4 : 8);
+  if (bytes > copyBudget())
+    throw new RangeError(`covpool: a ${dtype} tensor of ${length} elements would need ${bytes} bytes, over the memory budget of ${copyBudget()} bytes (COVPOOL_MAX_BYTES / setMaxBytes)`);
+  const out = dtype === 'float32' ? new Float32Array(length) : new Float64Array(length);
+  for (let i = 0; i < length; i++) {
+    const v = src[i];
+    if (typeof v !== 'number') throw new TypeError(`covpool: tensor data must hold numbers; element ${i} is ${formatValue(v)} (a ${v === null ? 'null' : typeof v})`);
+    out[i] = v;
+  }
+  return out;
 }

@@ -156,6 +156,14 @@ describe('covpool-analyze all (small sizes)', () => {
     }
   });
 
+  test('each report says how to regenerate it from an installed package and from the repository', () => {
+    for (const name of ['README.md', 'precision.md', 'gradients.md', 'pade.md']) {
+      const text = fs.readFileSync(path.join(OUT, name), 'utf8');
+      expect(text).toContain('`npx covpool-analyze all --quick --out ');
+      expect(text).toContain('`npm run analyze -- all --quick --out ');
+    }
+  });
+
   test('every SVG is well-formed XML with the expected number of series', () => {
     const expected: Record<string, number> = {
       [`gradients-C${GRAD_C}-bottom-library.svg`]: 10, // one per method
@@ -359,12 +367,35 @@ describe('covpool-analyze with feature files', () => {
   });
 });
 
+describe('plots: coinciding series stay visible', () => {
+  test('three identical series get three dash patterns and three marker shapes, in the plot and the legend', () => {
+    const { svgPlot } = require('../lib/analysis/svg') as typeof import('../lib/analysis/svg');
+    const pts: Array<[number, number]> = [[1, 1], [2, 4], [3, 9]];
+    const svg = svgPlot({ title: 't', xLabel: 'x', yLabel: 'y', series: ['ns', 'svd-newton', 'mpa-lya'].map((name) => ({ name, points: pts, mode: 'both' as const })) });
+    const groups = [...svg.matchAll(/<g class="series" data-name="([^"]+)"[^>]*>([\s\S]*?)<\/g>/g)];
+    expect(groups.map((g) => g[1])).toEqual(['ns', 'svd-newton', 'mpa-lya']);
+    const dashes = groups.map((g) => /stroke-dasharray="([^"]+)"/.exec(g[2])?.[1] ?? 'solid');
+    expect(new Set(dashes).size).toBe(3);
+    // Markers: open shapes, one element kind per series here (circle, rect, polygon).
+    const shapes = groups.map((g) => /<(circle|rect|polygon|path) [^>]*fill="none"[^>]*stroke-width="1.2"/.exec(g[2])?.[1]);
+    expect(shapes).toEqual(['circle', 'rect', 'polygon']);
+    const legend = /<g class="legend">([\s\S]*?)<\/g>/.exec(svg)![1];
+    expect(new Set([...legend.matchAll(/stroke-dasharray="([^"]+)"/g)].map((m) => m[1])).size).toBe(2); // + one solid
+    expect(checkXml(svg).ok).toBe(true);
+  });
+});
+
 describe('covpool-analyze arguments', () => {
   test('defaults and --quick', () => {
     const full = parseArgs(['all']);
     const quick = parseArgs(['gradients', '--quick']);
     if (full === 'help' || quick === 'help') throw new Error('unexpected help');
     expect(full.out).toBe('reports');
+    // --quick writes next to, never over, the tracked full reports (unless --out says otherwise).
+    expect(quick.out).toBe(require('path').join('reports', 'quick'));
+    const quickOut = parseArgs(['all', '--quick', '--out', 'elsewhere']);
+    if (quickOut === 'help') throw new Error('unexpected help');
+    expect(quickOut.out).toBe('elsewhere');
     expect(full.sizes).toEqual([{ C: 256, N: 196 }, { C: 64, N: 49 }]);
     expect(full.gradSizes).toEqual([16, 64]);
     expect(quick.gradSizes).toEqual([16]);

@@ -26,6 +26,9 @@ import {
 } from '../lib';
 import { detach, errorName, gaussian, reluFeatures, rng, sameBits, withSpectrum } from './helpers';
 
+// Backward frees its state unless asked to keep it; these tests run several backwards per state.
+const keep = { retainState: true };
+
 type DType = 'float32' | 'float64';
 
 /** A random output gradient shaped like `like` (seeded, same dtype). */
@@ -59,7 +62,7 @@ describe('async results are bitwise equal to sync results', () => {
     const a = await layer.forward(x);
     expectSameTensor(a.output, s.output);
     const dy = randomLike(s.output, 7);
-    const gs = layer.backwardSync(s.state, dy);
+    const gs = layer.backwardSync(s.state, dy, keep); // kept for the crossing check below
     const ga = await layer.backward(a.state, dy);
     expectSameTensor(ga, gs);
     // And crossing: the async gradient from the sync state equals the sync one.
@@ -116,7 +119,7 @@ test('16 concurrent async forward+backward calls over different inputs and metho
     const x = reluFeatures(3 + (i % 4), 6 + (i % 5), 12 + i, 200 + i, dtype);
     const s = layer.forwardSync(x);
     const dy = randomLike(s.output, 300 + i);
-    const g = layer.backwardSync(s.state, dy);
+    const g = layer.backwardSync(s.state, dy, keep); // used again in the mixed batch below
     return { layer, x, dy, s, g };
   });
   // All forwards in flight at once, then all backwards at once (each from its async state).
@@ -181,9 +184,9 @@ describe('states shared between calls', () => {
       const { output, state } = layer.forwardSync(x);
       const dy1 = randomLike(output, 13);
       const dy2 = randomLike(output, 14);
-      const ref1 = layer.backwardSync(state, dy1);
-      const ref2 = layer.backwardSync(state, dy2);
-      const [g1, g2, g1b] = await Promise.all([layer.backward(state, dy1), layer.backward(state, dy2), layer.backward(state, dy1)]);
+      const ref1 = layer.backwardSync(state, dy1, keep);
+      const ref2 = layer.backwardSync(state, dy2, keep);
+      const [g1, g2, g1b] = await Promise.all([layer.backward(state, dy1, keep), layer.backward(state, dy2, keep), layer.backward(state, dy1, keep)]);
       expectSameTensor(g1, ref1);
       expectSameTensor(g2, ref2);
       expectSameTensor(g1b, ref1);
@@ -195,8 +198,8 @@ describe('states shared between calls', () => {
     const x = reluFeatures(32, 32, 64, 106, 'float64');
     const { output, state } = layer.forwardSync(x);
     const dy = randomLike(output, 15);
-    const ref = layer.backwardSync(state, dy);
-    const pending = [layer.backward(state, dy), layer.backward(state, dy)];
+    const ref = layer.backwardSync(state, dy, keep);
+    const pending = [layer.backward(state, dy, keep), layer.backward(state, dy, keep)];
     state.dispose(); // while both run on the thread pool
     expect(state.disposed).toBe(true);
     expect(state.bytes).toBe(0);
@@ -214,7 +217,7 @@ describe('states shared between calls', () => {
     const x = reluFeatures(16, 16, 48, 107, 'float64');
     const ref = layer.forwardSync(new Tensor(x.data.slice(), x.shape));
     const dy = randomLike(ref.output, 16);
-    const gRef = layer.backwardSync(ref.state, new Tensor(dy.data.slice(), dy.shape));
+    const gRef = layer.backwardSync(ref.state, new Tensor(dy.data.slice(), dy.shape), keep);
 
     const p = layer.forward(x);
     x.data.fill(NaN); // would poison the result (or be rejected) if read later
@@ -232,7 +235,7 @@ test('memory: 300 forward/backward cycles with dispose() do not grow rss beyond 
   const x = reluFeatures(4, 48, 128, 108, 'float64');
   const warm = layer.forwardSync(x);
   const dy = randomLike(warm.output, 17);
-  layer.backwardSync(warm.state, dy);
+  layer.backwardSync(warm.state, dy, keep);
   const perState = warm.state.bytes;
   warm.state.dispose();
   // Sensitivity: leaking every state would add far more than the bound below.
@@ -243,7 +246,7 @@ test('memory: 300 forward/backward cycles with dispose() do not grow rss beyond 
   let sawBytes = 0;
   for (let i = 0; i < 300; i++) {
     const { output, state } = i % 2 ? await layer.forward(x) : layer.forwardSync(x);
-    const g = i % 2 ? await layer.backward(state, dy) : layer.backwardSync(state, dy);
+    const g = i % 2 ? await layer.backward(state, dy, keep) : layer.backwardSync(state, dy, keep); // dispose() below frees it
     expect(g.size).toBe(x.size);
     expect(output.size).toBe(4 * (48 * 49) / 2);
     const bytes = state.bytes;

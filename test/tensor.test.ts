@@ -226,12 +226,16 @@ describe('validation', () => {
 
   test.each([
     [[2, 1.5]],
-    [[2, 0]],
     [[-2, 3]],
     [[2, NaN]],
     [[2, Infinity]],
-  ])('dims %p are rejected (positive integers only)', (shape) => {
-    expectThrow(() => new Tensor(new Float32Array(6), shape), 'RangeError', /must hold positive integers/);
+  ])('dims %p are rejected (non-negative integers only)', (shape) => {
+    expectThrow(() => new Tensor(new Float32Array(6), shape), 'RangeError', /must hold non-negative integers/);
+  });
+
+  test('a zero dim makes an empty tensor (an empty batch); its data must then be empty', () => {
+    expect(new Tensor(new Float32Array(0), [0, 3]).size).toBe(0);
+    expectThrow(() => new Tensor(new Float32Array(6), [2, 0]), 'RangeError', /needs 0 elements but the data holds 6/);
   });
 
   test('a non-array shape is a TypeError', () => {

@@ -114,7 +114,7 @@ describe('the tfjs op against covpool', () => {
     const op = new CovPoolOp('ns');
     const x2 = tf.zeros([3, 4]);
     expectThrow(() => op.apply(x2), 'RangeError', /rank 4 \(\[B, H, W, C\]\) or 3 \(\[B, N, C\]\), got \[3, 4\]/);
-    expectThrow(() => new CovPoolOp({ method: 'ns', dataFormat: 'NWHC' as never }), 'RangeError', /dataFormat must be 'channelsLast' \(NHWC\) or 'channelsFirst' \(NCHW\)/);
+    expectThrow(() => new CovPoolOp({ method: 'ns', dataFormat: 'NWHC' as never }), 'RangeError', /dataFormat must be 'channelsFirst' \(NCHW\) or 'channelsLast' \(NHWC\)/);
     expectThrow(() => new CovPoolOp({ method: 'ns', kappa: 3 } as never), 'RangeError', /option 'kappa' does not apply to method 'ns'/);
     expectThrow(() => covPoolLayer({ method: 'svd-pade', degree: -1 }), 'RangeError', /degree/);
     // The layer passes tfjs' own arguments to tf.layers.Layer and everything else to covpool.

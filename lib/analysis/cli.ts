@@ -4,9 +4,10 @@
 // approximant behind SVD-Padé, on this library's methods and on your own features. Writes Markdown
 // tables, SVG plots and JSON into a reports folder; progress goes to stderr.
 //
-//   npm run analyze -- all                  full run (about a minute on 2 cores)
-//   npm run analyze -- all --quick          small sizes (seconds)
-//   npm run analyze -- precision --features feats.json --out my-reports
+//   npx covpool-analyze all                  full run (about a minute on 2 cores); in the covpool
+//                                            repository: npm run analyze -- all
+//   npx covpool-analyze all --quick          small sizes (seconds), written to reports/quick/
+//   npx covpool-analyze precision --features feats.json --out my-reports
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -15,7 +16,7 @@ import { DEFAULT_GAPS, gradientsReport, runGradients } from './gradients';
 import { padeReport, runPade } from './pade';
 import { precisionReport, runPrecision, syntheticSets } from './precision';
 import { ProgressSink, silentProgress, stderrProgress } from './progress';
-import { Report, toJson } from './report';
+import { Report, regenerateHint, toJson } from './report';
 
 export const SUBCOMMANDS = ['precision', 'gradients', 'pade', 'all'] as const;
 export type Subcommand = (typeof SUBCOMMANDS)[number];
@@ -55,7 +56,7 @@ export const USAGE = `usage: covpool-analyze <precision|gradients|pade|all> [opt
   all         the three, plus an index (reports/README.md)
 
 options:
-  --out DIR             output folder (default: reports)
+  --out DIR             output folder (default: reports; with --quick: reports/quick)
   --quick               small sizes, a few seconds (C=64 N=49; gaps on C=16; 2 seeds)
   --seed N              base seed (default 1)
   --sizes CxN,...       feature sizes (default 256x196,64x49; quick 64x49)
@@ -116,7 +117,8 @@ export function parseArgs(argv: string[]): CliOptions | 'help' {
   const quick = rest.includes('--quick');
   const o: CliOptions = {
     command: command as Subcommand,
-    out: 'reports',
+    // A quick run never overwrites the full reports of the default folder.
+    out: quick ? path.join('reports', 'quick') : 'reports',
     quick,
     seed: 1,
     sizes: quick ? [{ C: 64, N: 49 }] : [{ C: 256, N: 196 }, { C: 64, N: 49 }],
@@ -194,7 +196,7 @@ function writeReport(r: Report, out: string): string[] {
 /** Runs the analyses; returns the reports (also written to o.out). */
 export function run(o: CliOptions, progress: ProgressSink = o.quiet ? silentProgress : stderrProgress(), cmdline?: string): Report[] {
   const reports: Report[] = [];
-  const command = cmdline ?? `npm run analyze -- ${o.command}${o.quick ? ' --quick' : ''}`;
+  const command = cmdline ?? `${o.command}${o.quick ? ' --quick' : ''}`;
   const files = featureSets(o);
   if (o.command === 'precision' || o.command === 'all') {
     const sets = [...syntheticSets(o.sizes, o.models, o.batch, o.seed), ...files];
@@ -223,7 +225,7 @@ export function run(o: CliOptions, progress: ProgressSink = o.quiet ? silentProg
   if (o.command === 'all') {
     const index = [
       '# covpool analysis reports\n',
-      `Regenerate: \`${command}\` (see docs/analysis.md for what the numbers mean).\n`,
+      `${regenerateHint(command)} See docs/analysis.md for what the numbers mean.\n`,
       ...reports.map((r) => `- [${r.title}](${r.name}.md) — ${Object.keys(r.svgs).length} plots, numbers in [${r.name}.json](${r.name}.json)`),
       '',
     ].join('\n');
@@ -250,8 +252,8 @@ export function main(argv: string[], stderr: NodeJS.WritableStream = process.std
   }
   const t0 = Date.now();
   try {
-    // The command recorded in the reports: what regenerates them (--quiet changes nothing in them).
-    const recorded = `npm run analyze -- ${argv.filter((a) => a !== '--quiet').join(' ')}`;
+    // The arguments recorded in the reports: what regenerates them (--quiet changes nothing in them).
+    const recorded = argv.filter((a) => a !== '--quiet').join(' ');
     const reports = run(o, o.quiet ? silentProgress : stderrProgress(stderr), recorded);
     if (!o.quiet) stderr.write(`covpool-analyze: wrote ${reports.map((r) => r.name + '.md').join(', ')} and their plots to ${o.out}/ in ${((Date.now() - t0) / 1000).toFixed(1)}s\n`);
     return 0;

@@ -31,7 +31,7 @@ import {
 import { Mat, coefficientGradient, fromBasis, lyapunovGradient, randomSymmetric, relErr, sym, toBasis } from './linalg';
 import { image, table } from './markdown';
 import { ProgressSink, silentProgress } from './progress';
-import { Report } from './report';
+import { Report, regenerateHint } from './report';
 import { PlotSpec, Series, svgPlot } from './svg';
 import { EPS64, decades, maximum, median, percent, sci, uniform } from './util';
 
@@ -376,11 +376,11 @@ export function maxKPlot(f: FamilyResult): PlotSpec {
   };
 }
 
-export function gradientsReport(res: GradientResult, command = 'npm run analyze -- gradients'): Report {
+export function gradientsReport(res: GradientResult, command = 'gradients'): Report {
   const md: string[] = [];
   const svgs: Record<string, string> = {};
   md.push('# Gradient smoothness: backward methods vs the smallest eigen-gap\n');
-  md.push(`Regenerate: \`${command}\`\n`);
+  md.push(`${regenerateHint(command)}\n`);
   const f0 = res.families[0];
   md.push(
     'Controlled spectra: C − 1 eigenvalues log-uniform in ' +

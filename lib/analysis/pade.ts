@@ -16,7 +16,7 @@ import { backwardCoefficientsSync, padeCoefficients } from '../ops';
 import { Tensor } from '../tensor';
 import { image, table } from './markdown';
 import { ProgressSink, silentProgress } from './progress';
-import { Report } from './report';
+import { Report, regenerateHint } from './report';
 import { PlotSpec, svgPlot } from './svg';
 import { EPS64, num, sci } from './util';
 
@@ -318,12 +318,12 @@ export function errorPlot(res: PadeResult): PlotSpec {
   };
 }
 
-export function padeReport(res: PadeResult, command = 'npm run analyze -- pade'): Report {
+export function padeReport(res: PadeResult, command = 'pade'): Report {
   const md: string[] = [];
   const svgs: Record<string, string> = {};
   const s = res.summary;
   md.push(`# The [${res.L}/${res.L}] Padé approximant of svd-pade across r ∈ [0, 1]\n`);
-  md.push(`Regenerate: \`${command}\`\n`);
+  md.push(`${regenerateHint(command)}\n`);
   md.push(
     'svd-pade and svd-taylor write the coefficient of two eigenvalues as K = s/λbig · series(r), ' +
       'r = λsmall/λbig, where series(r) approximates 1/(1 − r); with λbig = 1 the series *is* K. ' +

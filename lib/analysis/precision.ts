@@ -19,14 +19,14 @@ import { FeatureModel, FeatureSet, Size, syntheticFeatures } from './data';
 import { reconstruct, relErr, subspaceSin, vectorSin } from './linalg';
 import { image, table } from './markdown';
 import { ProgressSink, silentProgress } from './progress';
-import { Report } from './report';
+import { Report, regenerateHint } from './report';
 import { EPS32, EPS64, maximum, median, normal, num, sci } from './util';
 import { PlotSpec, Series, svgPlot } from './svg';
 
 export interface PrecisionOptions {
   sets: FeatureSet[];
   progress?: ProgressSink;
-  /** Shown in the report as the command that regenerates it. */
+  /** covpool-analyze arguments shown in the report as what regenerates it. */
   command?: string;
   /** Seed of the layer's output gradient. */
   seed?: number;
@@ -375,11 +375,11 @@ function decadeLabel(d: number | null): string {
   return `[1e${d}, 1e${d + 1})`;
 }
 
-export function precisionReport(res: PrecisionResult, command = 'npm run analyze -- precision'): Report {
+export function precisionReport(res: PrecisionResult, command = 'precision'): Report {
   const svgs: Record<string, string> = {};
   const md: string[] = [];
   md.push('# Data precision: float32 vs float64 eigendecomposition of GCP covariances\n');
-  md.push(`Regenerate: \`${command}\`\n`);
+  md.push(`${regenerateHint(command)}\n`);
   md.push(
     'Each batch of ReLU features (float32, as a network produces them) is pooled into its covariance ' +
       'once, in float64 (A64). The float32 run gets the same matrices rounded to float32, so the ' +

@@ -12,6 +12,14 @@ export interface Report {
 }
 
 /**
+ * The "Regenerate:" line of a report, for covpool-analyze arguments `args`: the command that works
+ * where the reader is, an installed package (its bin, through npx) or the covpool repository.
+ */
+export function regenerateHint(args: string): string {
+  return `Regenerate: \`npx covpool-analyze ${args}\` in a project that has covpool installed, or \`npm run analyze -- ${args}\` in the covpool repository.`;
+}
+
+/**
  * JSON that keeps Infinity/NaN readable (JSON has no literal for them, so they become the strings
  * "+inf", "-inf", "NaN") and stays diff-friendly but small: an object or array whose members are all
  * plain values is written on one line, anything nested is indented.

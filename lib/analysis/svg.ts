@@ -8,6 +8,7 @@ export interface Series {
   points: ReadonlyArray<readonly [number, number]>;
   /** 'line' (default), 'points' (scatter) or 'both'. */
   mode?: 'line' | 'points' | 'both';
+  /** true: dashed; false: solid; absent: the k-th series gets the k-th pattern of DASHES. */
   dashed?: boolean;
   color?: string;
 }
@@ -35,6 +36,44 @@ export interface PlotSpec {
   yDomain?: [number, number];
   width?: number;
   height?: number;
+}
+
+// Series often coincide exactly (ns, svd-newton and mpa-lya share a gradient error; svd and
+// svd-pade share K): colour alone would hide all but the last one drawn. Each series therefore
+// also gets its own dash pattern and an open marker of its own shape, so overlapping lines show
+// alternating colours and overlapping points show nested shapes, and every legend entry is visible.
+export const DASHES = ['', '7,3', '2,2', '9,3,2,3', '4,4', '12,4', '3,5', '6,2,2,2,2,2'];
+export const MARKERS = ['circle', 'square', 'triangle', 'diamond', 'cross', 'triangle-down', 'plus', 'star'] as const;
+
+/** An open marker of the given shape centred on (x, y), as SVG. */
+export function marker(shape: (typeof MARKERS)[number], x: number, y: number, r: number, color: string): string {
+  const f = (v: number): string => String(Math.round(v * 10) / 10);
+  const stroke = `fill="none" stroke="${color}" stroke-width="1.2"`;
+  const poly = (pts: Array<[number, number]>): string => `<polygon points="${pts.map(([a, b]) => `${f(x + a)},${f(y + b)}`).join(' ')}" ${stroke}/>`;
+  switch (shape) {
+    case 'circle':
+      return `<circle cx="${f(x)}" cy="${f(y)}" r="${f(r)}" ${stroke}/>`;
+    case 'square':
+      return `<rect x="${f(x - r)}" y="${f(y - r)}" width="${f(2 * r)}" height="${f(2 * r)}" ${stroke}/>`;
+    case 'triangle':
+      return poly([[0, -1.3 * r], [1.2 * r, r], [-1.2 * r, r]]);
+    case 'triangle-down':
+      return poly([[0, 1.3 * r], [1.2 * r, -r], [-1.2 * r, -r]]);
+    case 'diamond':
+      return poly([[0, -1.4 * r], [1.4 * r, 0], [0, 1.4 * r], [-1.4 * r, 0]]);
+    case 'cross':
+      return `<path d="M${f(x - r)} ${f(y - r)}L${f(x + r)} ${f(y + r)}M${f(x - r)} ${f(y + r)}L${f(x + r)} ${f(y - r)}" ${stroke}/>`;
+    case 'plus':
+      return `<path d="M${f(x - 1.3 * r)} ${f(y)}L${f(x + 1.3 * r)} ${f(y)}M${f(x)} ${f(y - 1.3 * r)}L${f(x)} ${f(y + 1.3 * r)}" ${stroke}/>`;
+    case 'star':
+      return `<path d="M${f(x - r)} ${f(y)}L${f(x + r)} ${f(y)}M${f(x - 0.6 * r)} ${f(y - r)}L${f(x + 0.6 * r)} ${f(y + r)}M${f(x - 0.6 * r)} ${f(y + r)}L${f(x + 0.6 * r)} ${f(y - r)}" ${stroke}/>`;
+  }
+}
+
+function dashOf(s: Series, k: number): string {
+  if (s.dashed === true) return '5,3';
+  if (s.dashed === false) return '';
+  return DASHES[k % DASHES.length];
 }
 
 export const PALETTE = [
@@ -219,11 +258,12 @@ export function svgPlot(spec: PlotSpec): string {
         d += `${pen ? 'L' : 'M'}${c(px(x))} ${c(py(y))}`;
         pen = true;
       }
-      if (d) out.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.6"${s.dashed ? ' stroke-dasharray="5,3"' : ''}/>`);
+      const dash = dashOf(s, k);
+      if (d) out.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="1.6"${dash ? ` stroke-dasharray="${dash}"` : ''}/>`);
     }
     if (mode !== 'line') {
-      for (const [x, y] of s.points)
-        if (inside(x, y)) out.push(`<circle cx="${c(px(x))}" cy="${c(py(y))}" r="2.4" fill="${color}"/>`);
+      const shape = MARKERS[k % MARKERS.length];
+      for (const [x, y] of s.points) if (inside(x, y)) out.push(marker(shape, px(x), py(y), 3.2, color));
     }
     out.push('</g>');
   });
@@ -235,9 +275,10 @@ export function svgPlot(spec: PlotSpec): string {
     const y = top + 10 + k * 17;
     const x = left + pw + 14;
     const mode = s.mode ?? 'line';
+    const dash = dashOf(s, k);
     if (mode !== 'points')
-      out.push(`<line x1="${x}" y1="${y}" x2="${x + 22}" y2="${y}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5,3"' : ''}/>`);
-    if (mode !== 'line') out.push(`<circle cx="${x + 11}" cy="${y}" r="3" fill="${color}"/>`);
+      out.push(`<line x1="${x}" y1="${y}" x2="${x + 22}" y2="${y}" stroke="${color}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ''}/>`);
+    if (mode !== 'line') out.push(marker(MARKERS[k % MARKERS.length], x + 11, y, 3.5, color));
     out.push(`<text x="${x + 28}" y="${y + 4}">${escapeXml(s.name)}</text>`);
   });
   out.push('</g>');

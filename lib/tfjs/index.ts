@@ -13,7 +13,8 @@ import type * as tflayers from '@tensorflow/tfjs-layers';
 import type { LayerArgs } from '@tensorflow/tfjs-layers/dist/engine/topology';
 import { CovPoolLayer, MethodSchedule } from '../layer';
 import { METHODS, Method, MethodOptions, MethodSpec, toMethodOptions } from '../methods';
-import { BackwardState, triangleSize } from '../ops';
+import { BackwardState, canonicalDataFormat, triangleSize } from '../ops';
+import { shapeString } from '../tensor';
 
 type Tf = typeof tfc;
 type TfLayers = typeof tflayers;
@@ -73,13 +74,7 @@ type OptionalMethod<T> = T extends { method: infer M } ? Omit<T, 'method'> & { m
 export type CovPoolConfig = OptionalMethod<CovPoolOptions>;
 
 function canonicalFormat(f: unknown): 'channelsLast' | 'channelsFirst' {
-  if (f === undefined || f === null) return 'channelsLast';
-  const s = typeof f === 'string' ? f.toLowerCase().replace(/_/g, '') : '';
-  // Lower case and no underscores: tfjs-layers' JSON round trip snake-cases string values
-  // ('channelsLast' -> 'channels_last', 'NHWC' -> 'nhwc'), so every spelling it may hand back is accepted.
-  if (s === 'channelslast' || s === 'nhwc') return 'channelsLast';
-  if (s === 'channelsfirst' || s === 'nchw') return 'channelsFirst';
-  throw new RangeError(`covpool/tfjs: dataFormat must be 'channelsLast' (NHWC) or 'channelsFirst' (NCHW), got '${String(f)}'`);
+  return canonicalDataFormat(f, 'channelsLast'); // the tfjs convention is the default here
 }
 
 /** Splits an adapter config into the covpool method options and the adapter's own settings. */
@@ -163,7 +158,9 @@ export class CovPoolOp {
 
   constructor(config: Method | CovPoolConfig = 'ns') {
     const { method, vectorize, dataFormat } = splitConfig(config);
-    this.covpool = new CovPoolLayer({ ...method, vectorize });
+    // The covpool layer reads the features in the caller's layout: NHWC runs natively (the
+    // covariance BLAS calls take the other transpose), with no transpose in tfjs either way.
+    this.covpool = new CovPoolLayer({ ...method, vectorize, dataFormat });
     this.dataFormat = dataFormat;
   }
 
@@ -201,14 +198,12 @@ export class CovPoolOp {
     this.reap();
     return tf.tidy(() => {
       const x32 = x.dtype === 'float32' ? x : tf.cast(x, 'float32');
-      // To covpool's [B, C, N]; tf.transpose / reshape are differentiable, so tfjs maps the
-      // gradient back to the caller's layout.
+      // Rank 4 to rank 3 by merging H and W ([B, C, N] or [B, N, C]): a reshape, which copies
+      // nothing and which tfjs differentiates itself.
       const s = x.shape as number[];
-      let xc: tfc.Tensor;
-      if (this.dataFormat === 'channelsFirst') xc = s.length === 4 ? tf.reshape(x32, [s[0], s[1], s[2] * s[3]]) : x32;
-      else if (s.length === 4) xc = tf.reshape(tf.transpose(x32, [0, 3, 1, 2]), [s[0], s[3], s[1] * s[2]]);
-      else xc = tf.transpose(x32, [0, 2, 1]);
-      return this.core(xc as tfc.Tensor3D);
+      let x3: tfc.Tensor = x32;
+      if (s.length === 4) x3 = this.dataFormat === 'channelsFirst' ? tf.reshape(x32, [s[0], s[1], s[2] * s[3]]) : tf.reshape(x32, [s[0], s[1] * s[2], s[3]]);
+      return this.core(x3 as tfc.Tensor3D);
     });
   }
 
@@ -246,7 +241,9 @@ export class CovPoolOp {
     if (!entry || entry.state.disposed)
       throw new Error('covpool/tfjs: no backward state for this gradient (the forward ran outside a gradient tape, or the op was disposed)');
     try {
-      const g = this.covpool.backwardSync(entry.state, { data: dy.dataSync() as Float32Array, shape: dy.shape });
+      // Retained: a nested tf.grad may differentiate through this node again; the state is freed
+      // below (or by reap) on this adapter's own schedule.
+      const g = this.covpool.backwardSync(entry.state, { data: dy.dataSync() as Float32Array, shape: dy.shape }, { retainState: true });
       this.counters.backward++;
       const { bad, max } = scan(g.data);
       this.counters.maxAbsGradient = Math.max(this.counters.maxAbsGradient, max);
@@ -280,7 +277,7 @@ export class CovPoolOp {
     if (r !== 3 && r !== 4)
       throw new RangeError(
         `covpool/tfjs: features must have rank 4 (${this.dataFormat === 'channelsLast' ? '[B, H, W, C]' : '[B, C, H, W]'}) or 3 ` +
-          `(${this.dataFormat === 'channelsLast' ? '[B, N, C]' : '[B, C, N]'}), got [${shape.join(', ')}] (rank ${r})`,
+          `(${this.dataFormat === 'channelsLast' ? '[B, N, C]' : '[B, C, N]'}), got ${shapeString(shape)} (rank ${r})`,
       );
     return { B: shape[0], C: this.dataFormat === 'channelsLast' ? shape[r - 1] : shape[1] };
   }

@@ -3,19 +3,25 @@
 // the result back on the JS thread. Native failures become JS exceptions or rejected promises.
 #include <napi.h>
 
+#include <cmath>
 #include <cstring>
 #include <new>
 #include <functional>
 #include <memory>
 
 #include "../core/backend.h"
+#include "../core/host_cache.h"
 #include "../core/pade.h"
 #include "../core/threadpool.h"
 #include "../cpu/blas.h"
+#include "../cpu/definite.h"
 #ifdef COVPOOL_WITH_CUDA
 #include "../cuda/cuda_backend.h"
 #endif
+#include "../core/limits.h"
 #include "marshal.h"
+#include "preload.h"
+#include "states.h"
 
 namespace covpool::addon {
 namespace {
@@ -41,6 +47,34 @@ struct Task {
   std::function<void()> run;
   std::function<Napi::Value(Napi::Env)> result;
 };
+
+// ---- call controls: an AbortSignal and a progress callback reach native code as a control token
+// (an External, passed just before the async flag). Cancellation is checked between batch items
+// (core/threadpool); progress goes back to JS through a thread-safe function.
+const napi_type_tag kControlTag = {0x636f76706f6f6c31ULL, 0x636f6e74726f6c01ULL};
+
+struct ControlHolder {
+  std::shared_ptr<CallControl> control = std::make_shared<CallControl>();
+  Napi::ThreadSafeFunction progress;
+  bool hasProgress = false;
+  void releaseProgress() {
+    if (hasProgress) progress.Release();
+    hasProgress = false;
+  }
+};
+
+ControlHolder* controlArg(const Napi::Value& v) {
+  if (!v.IsExternal()) return nullptr;
+  auto ext = v.As<Napi::External<ControlHolder>>();
+  return ext.CheckTypeTag(&kControlTag) ? ext.Data() : nullptr;
+}
+
+// The control token of a call: the argument before the trailing async flag, when it is one.
+std::shared_ptr<CallControl> callControl(const Napi::CallbackInfo& info) {
+  if (info.Length() < 2) return nullptr;
+  ControlHolder* h = controlArg(info[info.Length() - 2]);
+  return h ? h->control : nullptr;
+}
 
 class TaskWorker : public Napi::AsyncWorker {
  public:
@@ -91,9 +125,20 @@ Napi::Value submit(const Napi::CallbackInfo& info, bool async, const std::functi
   Napi::Env env = info.Env();
   try {
     Task t = build();
+    // Marks the computation as running, so emptyCache() leaves the threads' scratch alone.
+    t.run = [run = std::move(t.run)] {
+      CallInProgress running;
+      run();
+    };
     if (!async) {
       t.run();
       return t.result(env);
+    }
+    if (std::shared_ptr<CallControl> control = callControl(info)) {
+      t.run = [control, run = std::move(t.run)] {
+        CallScope scope(control.get());
+        run();
+      };
     }
     auto* w = new TaskWorker(env, std::move(t));
     Napi::Promise p = w->promise();
@@ -117,6 +162,7 @@ constexpr bool kCudaBuilt = true;
 #else
 constexpr bool kCudaBuilt = false;
 int cudaDeviceCount() { return 0; }
+std::string cudaUnavailableReason() { return "this binary was built without the CUDA backend"; }
 #endif
 
 Backend& backendFor(const std::string& device) {
@@ -133,11 +179,10 @@ Backend& backendFor(const std::string& device) {
     index = std::stoi(device.substr(5));
   if (index < 0) failRange("device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got '" + device + "'");
   if (!kCudaBuilt)
-    fail("device '" + device + "' was asked for, but this covpool binary was built without the CUDA backend "
-         "(build it with `npm run build:cmake` on a machine with the CUDA toolkit, cuBLAS and cuSOLVER)");
+    fail("device '" + device + "' was asked for, but this covpool binary was built without the CUDA backend");
 #ifdef COVPOOL_WITH_CUDA
   const int count = cudaDeviceCount();
-  if (count == 0) fail("device '" + device + "' was asked for, but no CUDA device is available");
+  if (count == 0) fail("device '" + device + "' was asked for, but " + cudaUnavailableReason());
   if (index >= count) failRange("device '" + device + "': there are only " + std::to_string(count) + " CUDA device(s)");
   return cudaBackend(index);
 #else
@@ -157,41 +202,6 @@ std::string deviceOption(const Napi::CallbackInfo& info, std::size_t index) {
 // The ops without a backward state run on the CPU backend.
 Backend& backend() { return cpuBackend(); }
 
-// ---- backward states: an External holding a shared_ptr, type-tagged so that no other external
-// can be mistaken for one, and disposable before the garbage collector gets to it.
-const napi_type_tag kStateTag = {0x636f76706f6f6c31ULL, 0x7374617465000001ULL};
-
-struct StateHolder {
-  std::shared_ptr<State> state;
-  std::size_t reported = 0;
-};
-
-Napi::Value wrapState(Napi::Env env, std::shared_ptr<State> st) {
-  auto* h = new StateHolder{std::move(st), 0};
-  h->reported = h->state->bytes();
-  auto ext = Napi::External<StateHolder>::New(env, h, [](Napi::Env e, StateHolder* p) {
-    if (p->reported) Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(p->reported));
-    delete p;
-  });
-  ext.TypeTag(&kStateTag);
-  if (h->reported) Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(h->reported));
-  return ext;
-}
-
-StateHolder& holderArg(const Napi::CallbackInfo& info, std::size_t index) {
-  if (index >= info.Length() || !info[index].IsExternal())
-    throw CovpoolError("TypeError: state must be the state object returned by a forward call");
-  auto ext = info[index].As<Napi::External<StateHolder>>();
-  if (!ext.CheckTypeTag(&kStateTag)) throw CovpoolError("TypeError: state is not a covpool state");
-  return *ext.Data();
-}
-
-std::shared_ptr<State> stateArg(const Napi::CallbackInfo& info, std::size_t index) {
-  StateHolder& h = holderArg(info, index);
-  if (!h.state) throw CovpoolError("the state was disposed; run the forward pass again");
-  return h.state;
-}
-
 Napi::Object forwardResult(Napi::Env env, const Buffer& out, std::shared_ptr<State> st) {
   Napi::Object r = Napi::Object::New(env);
   r.Set("output", toTypedArray(env, out));
@@ -199,48 +209,151 @@ Napi::Object forwardResult(Napi::Env env, const Buffer& out, std::shared_ptr<Sta
   return r;
 }
 
-std::size_t prod(std::initializer_list<std::size_t> v) {
-  std::size_t p = 1;
-  for (auto x : v) p *= x;
-  return p;
+// The batch size: a non-negative integer (B = 0 gives empty results, as in PyTorch).
+int batchArg(const Napi::CallbackInfo& info, std::size_t index) {
+  if (index < info.Length() && info[index].IsNumber() && info[index].As<Napi::Number>().DoubleValue() == 0) return 0;
+  return dimArg(info, index, "B");
 }
 
-// ---- ops ---------------------------------------------------------------------------------------
+// Channels-last features for a backend that only takes [B, C, N]: transposed on the host, per item.
+Buffer transposeFeatures(const Buffer& in, int B, int rows, int cols) {
+  Buffer out(in.dtype(), in.size());
+  dispatchDType(in.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* a = in.as<T>();
+    T* o = out.as<T>();
+    const std::size_t per = static_cast<std::size_t>(rows) * cols;
+    for (int b = 0; b < B; ++b)
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) o[b * per + static_cast<std::size_t>(c) * rows + r] = a[b * per + static_cast<std::size_t>(r) * cols + c];
+    return 0;
+  });
+  return out;
+}
 
-// covpool(x, B, C, N, async)
-Napi::Value Covpool(const Napi::CallbackInfo& info) {
-  return submit(info, asyncFlag(info), [&] {
-    Dims d{dimArg(info, 1, "B"), dimArg(info, 2, "C"), dimArg(info, 3, "N")};
-    auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", prod({(size_t)d.B, (size_t)d.C, (size_t)d.N})));
-    auto out = std::make_shared<Buffer>();
-    return Task{[=] { *out = backend().covpool(*x, d); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+// ---- sizes and budgets: every count is computed without wrapping and every call is priced
+// before it allocates (the native layer re-checks what lib/ checks; callers are not trusted).
+
+std::string shapeText(std::initializer_list<std::size_t> dims) {
+  std::string s = "[";
+  for (std::size_t d : dims) s += (s.size() > 1 ? ", " : "") + std::to_string(d);
+  return s + "]";
+}
+
+// C of a batch of C x C matrices: the kernels index one matrix with int (C * C < 2^31). Checked
+// after the budget, whose message (how much memory was asked for) says more.
+void requireIndexable(std::size_t C) {
+  if (C > 46340) failRange("C must be at most 46340 (a C x C matrix is indexed with 32-bit integers), got " + std::to_string(C));
+}
+
+// Bytes of an op: `elements` counts every array it allocates (its input copies, outputs, state)
+// in units of the element size; `perThread` the scratch each pool thread may take on top.
+double opBytes(double elements, double elemSize, double perThreadElements) {
+  return elements * elemSize + static_cast<double>(poolThreads() + 1) * perThreadElements * elemSize;
+}
+
+// Approximate bytes a forward state holds (cpu_backend's CpuState), in spectral-precision elements.
+double stateElements(const SqrtmOptions& o, double B, double C, double N, bool layer) {
+  const double m = C * C;
+  double e = B + (layer ? B * C * N : 0);
+  if (o.normalization != Normalization::None || o.method == Method::MPA_LYA) e += 2 * B * m;
+  if (o.method == Method::SVD_NEWTON) e += B * m;
+  if (usesEigenForward(o.method)) e += B * m + B * C;
+  if (o.method == Method::NS) e += B * m * 3.0 * o.iterations;
+  return e;
+}
+// Scratch of one pool thread in a forward or backward (pipeline buffers and method work space).
+double itemScratchElements(const SqrtmOptions& o, double C, double N) {
+  const double m = C * C;
+  double e = 12 * m + C * N;
+  if (o.method == Method::SVD_NEWTON) e += (3.0 * o.iterations + 4) * m;  // its backward's Newton-Schulz tape
+  return e;
+}
+
+// Fails, naming the batch item, when an op's result holds NaN or Infinity in its output dtype:
+// checked after the rounding to the output dtype, since a finite float64 value can overflow float32.
+void requireFinite(const Buffer& out, std::size_t items, const std::string& what) {
+  if (!items || !out.size()) return;
+  const std::size_t per = out.size() / items;
+  dispatchDType(out.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* p = out.as<T>();
+    for (std::size_t b = 0; b < items; ++b)
+      for (std::size_t i = 0; i < per; ++i)
+        if (!std::isfinite(p[b * per + i]))
+          fail("batch item " + std::to_string(b) + ": " + what + " is not finite in " + dtypeName(out.dtype()) +
+               " (it overflowed or the computation broke down; the input is out of the range this op can represent)");
+    return 0;
   });
 }
 
-// covpoolBackward(x, dA, B, C, N, async)
+// ---- ops ---------------------------------------------------------------------------------------
+// Each op: dimensions, element counts without wrapping, the budget, then the input copies.
+
+// covpool(x, B, C, N, channelsLast, [control], async)
+Napi::Value Covpool(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    Dims d{batchArg(info, 1), dimArg(info, 2, "C"), dimArg(info, 3, "N"), boolArg(info, 4, "channelsLast")};
+    const std::size_t B = d.B, C = d.C, N = d.N;
+    const std::string what = "covpool of features " + shapeText({B, C, N});
+    const std::size_t nx = checkedProduct({B, C, N}, what), nOut = checkedProduct({B, C, C}, what);
+    requireBytes(opBytes(double(nx) + double(nOut), dtypeSize(dtypeArg(info, 0)), double(C) * N), what);
+    requireIndexable(C);
+    auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", nx));
+    auto out = std::make_shared<Buffer>();
+    return Task{[=] {
+                  *out = backend().covpool(*x, d);
+                  requireFinite(*out, B, "the covariance");
+                },
+                [=](Napi::Env e) { return toTypedArray(e, *out); }};
+  });
+}
+
+// covpoolBackward(x, dA, B, C, N, channelsLast, [control], async)
 Napi::Value CovpoolBackward(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    Dims d{dimArg(info, 2, "B"), dimArg(info, 3, "C"), dimArg(info, 4, "N")};
-    auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", prod({(size_t)d.B, (size_t)d.C, (size_t)d.N})));
-    auto g = std::make_shared<Buffer>(bufferArg(info, 1, "covariance gradient", prod({(size_t)d.B, (size_t)d.C, (size_t)d.C}), x->dtype()));
+    Dims d{batchArg(info, 2), dimArg(info, 3, "C"), dimArg(info, 4, "N"), boolArg(info, 5, "channelsLast")};
+    const std::size_t B = d.B, C = d.C, N = d.N;
+    const std::string what = "covpoolBackward of features " + shapeText({B, C, N});
+    const std::size_t nx = checkedProduct({B, C, N}, what), nA = checkedProduct({B, C, C}, what);
+    requireBytes(opBytes(2.0 * nx + double(nA), dtypeSize(dtypeArg(info, 0)), double(C) * N + double(C) * C), what);
+    requireIndexable(C);
+    auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", nx));
+    auto g = std::make_shared<Buffer>(bufferArg(info, 1, "covariance gradient", nA, x->dtype()));
     auto out = std::make_shared<Buffer>();
-    return Task{[=] { *out = backend().covpoolBackward(*x, *g, d); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+    return Task{[=] {
+                  *out = backend().covpoolBackward(*x, *g, d);
+                  requireFinite(*out, B, "the gradient w.r.t. the features");
+                },
+                [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
 }
 
 // triuvec(s, B, C, async) / triuvecBackward(dy, B, C, async)
 Napi::Value Triuvec(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
-    auto s = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", prod({(size_t)B, (size_t)C, (size_t)C})));
+    const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
+    const std::string what = "triuvec of matrices " + shapeText({(size_t)B, (size_t)C, (size_t)C});
+    const std::size_t n = checkedProduct({(size_t)B, (size_t)C, (size_t)C}, what);
+    requireBytes(opBytes(1.5 * n, dtypeSize(dtypeArg(info, 0)), 0), what);
+    requireIndexable(C);
+    auto s = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", n));
     auto out = std::make_shared<Buffer>();
-    return Task{[=] { *out = backend().triuvec(*s, B, C); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+    return Task{[=] {
+                  *out = backend().triuvec(*s, B, C);
+                  requireFinite(*out, B, "the upper triangle");
+                },
+                [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
 }
 Napi::Value TriuvecBackward(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
-    auto dy = std::make_shared<Buffer>(bufferArg(info, 0, "gradient", prod({(size_t)B, (size_t)C * (C + 1) / 2})));
+    const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
+    const std::string what = "triuvecBackward to matrices " + shapeText({(size_t)B, (size_t)C, (size_t)C});
+    const std::size_t n = checkedProduct({(size_t)B, (size_t)C * (C + 1) / 2}, what);
+    requireBytes(opBytes(3.0 * n, dtypeSize(dtypeArg(info, 0)), 0), what);
+    requireIndexable(C);
+    auto dy = std::make_shared<Buffer>(bufferArg(info, 0, "gradient", n));
     auto out = std::make_shared<Buffer>();
     return Task{[=] { *out = backend().triuvecBackward(*dy, B, C); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
@@ -249,10 +362,18 @@ Napi::Value TriuvecBackward(const Napi::CallbackInfo& info) {
 // eigh(a, B, C, async) -> {values, vectors}
 Napi::Value Eigh(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
-    auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", prod({(size_t)B, (size_t)C, (size_t)C})));
+    const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
+    const std::string what = "eigh of matrices " + shapeText({(size_t)B, (size_t)C, (size_t)C});
+    const std::size_t n = checkedProduct({(size_t)B, (size_t)C, (size_t)C}, what);
+    requireBytes(opBytes(2.0 * n + double(B) * C, dtypeSize(dtypeArg(info, 0)), 4.0 * C * C + 6.0 * C), what);
+    requireIndexable(C);
+    auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", n));
     auto vals = std::make_shared<Buffer>(), vecs = std::make_shared<Buffer>();
-    return Task{[=] { backend().eigh(*a, B, C, *vals, *vecs); },
+    return Task{[=] {
+                  backend().eigh(*a, B, C, *vals, *vecs);
+                  requireFinite(*vals, B, "the eigenvalues");
+                  requireFinite(*vecs, B, "the eigenvectors");
+                },
                 [=](Napi::Env e) -> Napi::Value {
                   Napi::Object r = Napi::Object::New(e);
                   r.Set("values", toTypedArray(e, *vals));
@@ -262,66 +383,127 @@ Napi::Value Eigh(const Napi::CallbackInfo& info) {
   });
 }
 
+// Bytes of a forward (sqrtm: N = 0) and of its backward, from its options.
+double forwardBytes(const SqrtmOptions& o, DType in, double B, double C, double N, bool layer, double outElems) {
+  const double inElems = layer ? B * C * N : B * C * C;
+  return double(dtypeSize(in)) * (inElems + outElems) + opBytes(stateElements(o, B, C, N, layer), dtypeSize(o.precision), itemScratchElements(o, C, N));
+}
+
 // sqrtm(a, B, C, options, async) -> {output, state}
 Napi::Value Sqrtm(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
-    auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", prod({(size_t)B, (size_t)C, (size_t)C})));
-    const SqrtmOptions o = resolveOptions(optionsArg(info, 3), a->dtype(), C);
+    const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
+    const std::string what = "sqrtm of matrices " + shapeText({(size_t)B, (size_t)C, (size_t)C});
+    const std::size_t n = checkedProduct({(size_t)B, (size_t)C, (size_t)C}, what);
+    const DType in = dtypeArg(info, 0);
+    const SqrtmOptions o = resolveOptions(optionsArg(info, 3), in, C);
+    requireBytes(forwardBytes(o, in, B, C, 0, false, double(n)), what + " by " + methodName(o.method));
+    requireIndexable(C);
+    auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", n));
     Backend* be = &backendFor(deviceOption(info, 3));
+    if (B == 0) be = &cpuBackend();  // an empty batch needs no device
     auto out = std::make_shared<Buffer>();
     auto st = std::make_shared<std::shared_ptr<State>>();
-    return Task{[=] { *st = be->sqrtm(*a, B, C, o, *out); (*st)->backend = be; }, [=](Napi::Env e) -> Napi::Value { return forwardResult(e, *out, *st); }};
+    return Task{[=] {
+                  if (o.checkPsd) cpu::requirePositiveSemidefinite(*a, B, C, methodName(o.method));
+                  *st = be->sqrtm(*a, B, C, o, *out);
+                  (*st)->backend = be;
+                  requireFinite(*out, B, std::string(methodName(o.method)) + "'s square root");
+                },
+                [=](Napi::Env e) -> Napi::Value { return forwardResult(e, *out, *st); }};
   });
 }
 
-// layer(x, B, C, N, options, vectorize, async) -> {output, state}
+// layer(x, B, C, N, options, vectorize, channelsLast, [control], async) -> {output, state}
 Napi::Value Layer(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    Dims d{dimArg(info, 1, "B"), dimArg(info, 2, "C"), dimArg(info, 3, "N")};
-    auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", prod({(size_t)d.B, (size_t)d.C, (size_t)d.N})));
-    const SqrtmOptions o = resolveOptions(optionsArg(info, 4), x->dtype(), d.C);
+    Dims d{batchArg(info, 1), dimArg(info, 2, "C"), dimArg(info, 3, "N"), boolArg(info, 6, "channelsLast")};
+    const std::size_t B = d.B, C = d.C, N = d.N;
+    const std::string what = "the layer on features " + shapeText({B, C, N});
+    const std::size_t nx = checkedProduct({B, C, N}, what);
+    const DType in = dtypeArg(info, 0);
+    const SqrtmOptions o = resolveOptions(optionsArg(info, 4), in, d.C);
     const bool vectorize = boolArg(info, 5, "vectorize");
+    const std::size_t nOut = vectorize ? checkedProduct({B, C * (C + 1) / 2}, what) : checkedProduct({B, C, C}, what);
+    requireBytes(forwardBytes(o, in, B, C, N, true, double(nOut)), what + " by " + methodName(o.method));
+    requireIndexable(C);
+    auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", nx));
     Backend* be = &backendFor(deviceOption(info, 4));
+    if (d.B == 0) be = &cpuBackend();  // an empty batch needs no device
+    const bool transpose = d.channelsLast && !be->channelsLastFeatures();
+    if (transpose) {
+      *x = transposeFeatures(*x, d.B, d.N, d.C);
+      d.channelsLast = false;
+    }
     auto out = std::make_shared<Buffer>();
     auto st = std::make_shared<std::shared_ptr<State>>();
-    return Task{[=] { *st = be->layer(*x, d, o, vectorize, *out); (*st)->backend = be; }, [=](Napi::Env e) -> Napi::Value { return forwardResult(e, *out, *st); }};
+    return Task{[=] {
+                  *st = be->layer(*x, d, o, vectorize, *out);
+                  (*st)->backend = be;
+                  (*st)->hostTransposedFeatures = transpose;
+                  requireFinite(*out, B, std::string("the layer output (") + methodName(o.method) + ")");
+                },
+                [=](Napi::Env e) -> Napi::Value { return forwardResult(e, *out, *st); }};
   });
 }
 
-// backward(state, dOut, async) -> gradient w.r.t. the forward input
+// backward(state, dOut, release, async) -> gradient w.r.t. the forward input. With `release`, the
+// state's memory is freed once the backward has it (a running async backward keeps its own hold).
 Napi::Value Backward(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
     std::shared_ptr<State> st = stateArg(info, 0);
-    const std::size_t B = st->dims.B, C = st->dims.C;
-    const std::size_t count = st->vectorize ? B * C * (C + 1) / 2 : B * C * C;
+    const std::size_t B = st->dims.B, C = st->dims.C, N = st->dims.N;
+    const bool layer = st->kind == StateKind::Layer;
+    const std::string what = "the backward of a state of " + std::to_string(B) + " items";
+    const std::size_t count = st->vectorize ? checkedProduct({B, C * (C + 1) / 2}, what) : checkedProduct({B, C, C}, what);
+    const std::size_t nGrad = layer ? checkedProduct({B, C, N}, what) : checkedProduct({B, C, C}, what);
+    requireBytes(double(dtypeSize(st->dtype)) * (double(count) + double(nGrad)) +
+                     opBytes(0, dtypeSize(st->options.precision), itemScratchElements(st->options, C, N)),
+                 what);
+    requireIndexable(C);
     auto dy = std::make_shared<Buffer>(bufferArg(info, 1, "output gradient", count, st->dtype));
+    if (boolArg(info, 2, "release")) disposeStateArg(info, 0);
     auto out = std::make_shared<Buffer>();
-    return Task{[=] { *out = st->backend->backward(*st, *dy); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+    return Task{[=] {
+                  *out = st->backend->backward(*st, *dy);
+                  if (st->hostTransposedFeatures) *out = transposeFeatures(*out, st->dims.B, st->dims.C, st->dims.N);
+                  requireFinite(*out, B, std::string("the gradient (") + methodName(st->options.method) + ")");
+                },
+                [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
 }
 
 // coefficients(values [B, C] float64, B, C, options, replace, async) -> F [B, C, C] float64
 Napi::Value Coefficients(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
-    const int B = dimArg(info, 1, "B"), C = dimArg(info, 2, "C");
-    auto l = std::make_shared<Buffer>(bufferArg(info, 0, "eigenvalues", prod({(size_t)B, (size_t)C}), DType::F64));
+    const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
+    const std::string what = "the coefficient matrices " + shapeText({(size_t)B, (size_t)C, (size_t)C});
+    const std::size_t nl = checkedProduct({(size_t)B, (size_t)C}, what), n = checkedProduct({(size_t)B, (size_t)C, (size_t)C}, what);
+    requireBytes(opBytes(double(nl) + double(n), 8, 0), what);
+    requireIndexable(C);
+    auto l = std::make_shared<Buffer>(bufferArg(info, 0, "eigenvalues", nl, DType::F64));
     const SqrtmOptions o = resolveOptions(optionsArg(info, 3), DType::F64, C);
     const bool replace = boolArg(info, 4, "replace");
     auto out = std::make_shared<Buffer>();
-    return Task{[=] { *out = backend().coefficients(*l, B, C, o, replace); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+    return Task{[=] {
+                  *out = backend().coefficients(*l, B, C, o, replace);
+                  // Before replacement, non-finite entries are the point of the call; after it, an
+                  // error (e.g. svd-lyap's 1/(sqrt l_i + sqrt l_j) of a negative eigenvalue).
+                  if (replace) requireFinite(*out, B, "the coefficient matrix");
+                },
+                [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
 }
 
-// stateInfo(state) -> {kind, id, B, C, N, dtype, vectorize, options, disposed}
+// stateInfo(state) -> {disposed, kind, id, B, C, N, dtype, vectorize, options, bytes, liveStates, liveBytes}
 Napi::Value StateInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
-    StateHolder& h = holderArg(info, 0);
+    const StateLookup l = lookupState(info, 0);
     Napi::Object r = Napi::Object::New(env);
-    r.Set("disposed", !h.state);
-    if (h.state) {
-      const State& s = *h.state;
+    r.Set("disposed", l.disposed);
+    if (l.state) {
+      const State& s = *l.state;
       r.Set("kind", s.kind == StateKind::Layer ? "layer" : "sqrtm");
       r.Set("id", static_cast<double>(s.id));
       r.Set("B", s.dims.B);
@@ -330,9 +512,13 @@ Napi::Value StateInfo(const Napi::CallbackInfo& info) {
       r.Set("dtype", dtypeName(s.dtype));
       r.Set("device", s.backend ? s.backend->name() : "cpu");
       r.Set("vectorize", s.vectorize);
+      r.Set("channelsLast", s.dims.channelsLast || s.hostTransposedFeatures);
       r.Set("bytes", static_cast<double>(s.bytes()));
       r.Set("options", optionsToJs(env, s.options));
     }
+    const LiveStates live = liveStates();
+    r.Set("liveStates", static_cast<double>(live.count));
+    r.Set("liveBytes", static_cast<double>(live.bytes));
     return r;
   } catch (const std::exception& e) {
     throw jsError(env, e.what());
@@ -343,14 +529,29 @@ Napi::Value StateInfo(const Napi::CallbackInfo& info) {
 Napi::Value DisposeState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
-    StateHolder& h = holderArg(info, 0);
-    if (h.reported) Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(h.reported));
-    h.reported = 0;
-    h.state.reset();  // an async backward still running keeps its own reference
+    disposeStateArg(info, 0);
     return env.Undefined();
   } catch (const std::exception& e) {
     throw jsError(env, e.what());
   }
+}
+
+// sweepStates(): frees the states whose JS values the garbage collector has collected.
+Napi::Value SweepStates(const Napi::CallbackInfo& info) {
+  sweepStates(info.Env());
+  return info.Env().Undefined();
+}
+
+// maxBytes(newLimit?) -> the memory budget of one call in bytes (after setting it, when given).
+Napi::Value MaxBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    const double v = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    if (!(v >= 1 && v <= 9e15) || v != std::floor(v))
+      throw jsError(env, "RangeError: the memory budget must be a positive integer number of bytes");
+    setMaxBytes(static_cast<std::size_t>(v));
+  }
+  return Napi::Number::New(env, static_cast<double>(maxBytes()));
 }
 
 // resolveOptions(options, dtype, C) -> the options with every default filled in
@@ -396,12 +597,94 @@ Napi::Value PadeCoefficientsJs(const Napi::CallbackInfo& info) {
   }
 }
 
+// createControl(onProgress?) -> token; cancelControl(token); releaseControl(token)
+Napi::Value CreateControl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* h = new ControlHolder();
+  if (info.Length() > 0 && info[0].IsFunction()) {
+    h->progress = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "covpool progress", 0, 1);
+    h->progress.Unref(env);  // a pending report never keeps the process alive; the call itself does
+    h->hasProgress = true;
+    Napi::ThreadSafeFunction tsfn = h->progress;
+    h->control->progress = [tsfn](std::size_t done, std::size_t total) mutable {
+      auto* report = new std::pair<double, double>(static_cast<double>(done), static_cast<double>(total));
+      if (tsfn.NonBlockingCall(report, [](Napi::Env e, Napi::Function cb, std::pair<double, double>* r) {
+            std::unique_ptr<std::pair<double, double>> owned(r);
+            if (e == nullptr || cb.IsEmpty()) return;
+            try {
+              cb.Call({Napi::Number::New(e, r->first), Napi::Number::New(e, r->second)});
+            } catch (...) {
+              // the JS wrapper catches the user's errors; nothing may escape into the runtime here
+            }
+          }) != napi_ok)
+        delete report;
+    };
+  }
+  auto ext = Napi::External<ControlHolder>::New(env, h, [](Napi::Env, ControlHolder* p) {
+    p->releaseProgress();
+    delete p;
+  });
+  ext.TypeTag(&kControlTag);
+  return ext;
+}
+
+Napi::Value CancelControl(const Napi::CallbackInfo& info) {
+  if (ControlHolder* h = info.Length() ? controlArg(info[0]) : nullptr) h->control->cancelled = true;
+  return info.Env().Undefined();
+}
+
+// Called when the call has settled: progress reports can no longer come, so the JS callback is let go.
+Napi::Value ReleaseControl(const Napi::CallbackInfo& info) {
+  if (ControlHolder* h = info.Length() ? controlArg(info[0]) : nullptr) h->releaseProgress();
+  return info.Env().Undefined();
+}
+
+// memoryStats() -> {host: {...}, devices: [...]}; emptyCache() -> bytes released
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const HostCacheStats s = hostCacheStats();
+  Napi::Object host = Napi::Object::New(env);
+  host.Set("allocatedBytes", static_cast<double>(s.allocatedBytes));
+  host.Set("peakAllocatedBytes", static_cast<double>(s.peakAllocatedBytes));
+  host.Set("cachedBytes", static_cast<double>(s.cachedBytes));
+  host.Set("cacheLimitBytes", static_cast<double>(s.limitBytes));
+  host.Set("scratchBytes", static_cast<double>(s.scratchBytes));
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("host", host);
+  Napi::Array devices = Napi::Array::New(env);
+#ifdef COVPOOL_WITH_CUDA
+  for (const DeviceMemoryStats& d : cudaMemoryStats()) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("device", "cuda:" + std::to_string(d.device));
+    o.Set("allocatedBytes", static_cast<double>(d.allocatedBytes));
+    o.Set("cachedBytes", static_cast<double>(d.cachedBytes));
+    devices.Set(devices.Length(), o);
+  }
+#endif
+  r.Set("devices", devices);
+  return r;
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    double released = static_cast<double>(hostCacheRelease());
+#ifdef COVPOOL_WITH_CUDA
+    released += static_cast<double>(cudaEmptyCache());
+#endif
+    return Napi::Number::New(env, released);
+  } catch (const std::exception& e) {
+    throw jsError(env, e.what());
+  }
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
   r.Set("backend", backend().name());
   r.Set("cuda", kCudaBuilt);
   r.Set("cudaDevices", cudaDeviceCount());
+  if (kCudaBuilt) r.Set("cudaReason", cudaUnavailableReason());
   r.Set("threads", poolThreads());
   Napi::Array methods = Napi::Array::New(env);
   uint32_t i = 0;
@@ -414,6 +697,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   cpu::configureBlasThreads();
+  initStates(env);
   exports.Set("covpool", Napi::Function::New(env, Covpool));
   exports.Set("covpoolBackward", Napi::Function::New(env, CovpoolBackward));
   exports.Set("triuvec", Napi::Function::New(env, Triuvec));
@@ -428,6 +712,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("resolveOptions", Napi::Function::New(env, ResolveOptions));
   exports.Set("padeCoefficients", Napi::Function::New(env, PadeCoefficientsJs));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("createControl", Napi::Function::New(env, CreateControl));
+  exports.Set("cancelControl", Napi::Function::New(env, CancelControl));
+  exports.Set("releaseControl", Napi::Function::New(env, ReleaseControl));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
+  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
+  exports.Set("maxBytes", Napi::Function::New(env, MaxBytes));
+  exports.Set("sweepStates", Napi::Function::New(env, SweepStates));
+  exports.Set("preloadLibrary", Napi::Function::New(env, PreloadLibrary));
   return exports;
 }
 

@@ -36,6 +36,11 @@ Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* 
   return Buffer::copyOf(dtype, data, count);
 }
 
+DType dtypeArg(const Napi::CallbackInfo& info, std::size_t index) {
+  if (index >= info.Length() || !info[index].IsTypedArray()) return DType::F64;
+  return info[index].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array ? DType::F32 : DType::F64;
+}
+
 Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* what, std::size_t count, DType dtype) {
   Buffer b = bufferArg(info, index, what, count);
   if (b.dtype() != dtype)
@@ -75,8 +80,11 @@ double optNumber(const Napi::Object& o, const char* key, double absent) {
 int optInt(const Napi::Object& o, const char* key) {
   const double v = optNumber(o, key, -1);
   if (v == -1) return -1;
-  if (!std::isfinite(v) || v != std::floor(v) || v < 0 || v > 1e9)
-    throw CovpoolError(std::string("RangeError: option '") + key + "' must be a non-negative integer");
+  if (!std::isfinite(v) || v != std::floor(v) || v < 0 || v > 1e9) {
+    std::ostringstream os;
+    os << "RangeError: option '" << key << "' must be a non-negative integer, got " << v;
+    throw CovpoolError(os.str());
+  }
   return static_cast<int>(v);
 }
 std::vector<double> optArray(const Napi::Object& o, const char* key) {
@@ -109,6 +117,11 @@ RawOptions optionsArg(const Napi::CallbackInfo& info, std::size_t index) {
   r.eps = optNumber(o, "eps", -1);
   if (r.kappa != -1 && !(r.kappa > 0)) throw CovpoolError("RangeError: option 'kappa' must be > 0");
   if (r.eps != -1 && !(r.eps > 0)) throw CovpoolError("RangeError: option 'eps' must be > 0");
+  {
+    Napi::Value v = o.Get("checkPsd");
+    if (!v.IsUndefined() && !v.IsNull() && !v.IsBoolean()) typeError("option 'checkPsd' must be a boolean");
+    r.checkPsd = v.IsBoolean() && v.As<Napi::Boolean>().Value();
+  }
   r.padeP = optArray(o, "p");
   r.padeQ = optArray(o, "q");
   return r;
@@ -121,13 +134,15 @@ Napi::Object optionsToJs(Napi::Env env, const SqrtmOptions& o) {
   r.Set("normalization", normalizationName(o.normalization));
   r.Set("eps", o.eps);
   switch (o.method) {
-    case Method::NS: case Method::SVD_NEWTON: case Method::SVD_PI: r.Set("iterations", o.iterations); break;
+    case Method::NS: r.Set("iterations", o.iterations); break;
+    case Method::SVD_NEWTON: case Method::SVD_PI: r.Set("iterations", o.iterations); break;
     case Method::MPA_LYA: r.Set("iterations", o.iterations); r.Set("degree", o.degree); break;
     case Method::SVD_TAYLOR: case Method::SVD_PADE: r.Set("degree", o.degree); break;
     case Method::SVD_TRUNC: r.Set("kappa", o.kappa); break;
     case Method::SVD_TOPN: r.Set("n", o.topN); break;
     default: break;
   }
+  if (o.checkPsd) r.Set("checkPsd", true);  // shown only when asked for: the default leaves it off
   return r;
 }
 

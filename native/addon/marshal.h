@@ -16,6 +16,10 @@ Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* 
 // Same, but the dtype must be `dtype`.
 Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* what, std::size_t count, DType dtype);
 
+// The dtype of a Float32Array/Float64Array argument without copying it (float64 for anything else:
+// bufferArg reports those), so a call can be priced before its inputs are copied.
+DType dtypeArg(const Napi::CallbackInfo& info, std::size_t index);
+
 // A positive integer dimension argument.
 int dimArg(const Napi::CallbackInfo& info, std::size_t index, const char* what);
 bool boolArg(const Napi::CallbackInfo& info, std::size_t index, const char* what);

@@ -2,7 +2,8 @@
 // the addon layer only marshals JS values and picks a backend, so a new backend is one class.
 //
 // Shapes (row-major, batch first):
-//   features x [B, C, N]   covariance A [B, C, C]   triangle y [B, C(C+1)/2]
+//   features x [B, C, N] (or [B, N, C] with Dims::channelsLast)   covariance A [B, C, C]
+//   triangle y [B, C(C+1)/2]
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -16,6 +17,9 @@ namespace covpool {
 
 struct Dims {
   int B = 0, C = 0, N = 0;
+  // Features laid out [B, N, C] (NHWC flattened) instead of [B, C, N]. Only backends whose
+  // channelsLastFeatures() is true are given such dims; for the others the addon transposes.
+  bool channelsLast = false;
 };
 
 // What a state was made by; backward checks it was given a state of the right kind and shape.
@@ -31,6 +35,9 @@ class State {
   DType dtype = DType::F32;  // input/output dtype of the forward
   SqrtmOptions options;
   bool vectorize = true;     // layer states: output is the upper triangle
+  // Channels-last features the backend took transposed to [B, C, N] (the addon did it, for a
+  // backend without channelsLastFeatures()): its gradient is transposed back to [B, N, C].
+  bool hostTransposedFeatures = false;
   class Backend* backend = nullptr;  // the backend that made it, and so must run its backward
   std::uint64_t id = nextId();
   // Records what the forward was (every backend's forward starts with this).
@@ -55,6 +62,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+  // Whether covpool / covpoolBackward / layer accept Dims::channelsLast features natively.
+  virtual bool channelsLastFeatures() const { return false; }
 
   virtual Buffer covpool(const Buffer& x, Dims d) = 0;
   virtual Buffer covpoolBackward(const Buffer& x, const Buffer& dA, Dims d) = 0;

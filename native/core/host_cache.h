@@ -13,6 +13,51 @@ void* cachedAlloc(std::size_t bytes);
 void cachedFree(void* p, std::size_t bytes);
 std::size_t hostCacheBytes();  // bytes currently parked in the cache
 
+struct HostCacheStats {
+  std::size_t cachedBytes = 0;     // parked: freed by covpool, kept for reuse
+  std::size_t allocatedBytes = 0;  // in use: held by states, buffers and running calls
+  std::size_t peakAllocatedBytes = 0;
+  std::size_t limitBytes = 0;      // COVPOOL_HOST_CACHE_MB
+  std::size_t scratchBytes = 0;    // per-thread work space (see ScratchSlot)
+};
+HostCacheStats hostCacheStats();
+// Returns every parked block to the system (and, on glibc, trims the heap so the process' RSS
+// drops); blocks in use are not touched. Returns the bytes released from the cache.
+std::size_t hostCacheRelease();
+
+// Per-thread scratch: the work space of the batch item a thread is computing, kept between calls
+// (a training loop needs the same sizes every step) but registered, so that emptyCache() can free
+// it. It is freed only while no native call runs (see CallInProgress), since a running item uses it.
+class ScratchSlot {
+ public:
+  ScratchSlot();
+  ~ScratchSlot();
+  ScratchSlot(const ScratchSlot&) = delete;
+  ScratchSlot& operator=(const ScratchSlot&) = delete;
+  // At least `bytes` bytes, 64-byte aligned; contents are whatever the last use left.
+  void* get(std::size_t bytes);
+  void release();  // called by releaseScratch() only
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  void* p_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+// Held by every native call while it computes (sync or async).
+class CallInProgress {
+ public:
+  CallInProgress();
+  ~CallInProgress();
+  CallInProgress(const CallInProgress&) = delete;
+  CallInProgress& operator=(const CallInProgress&) = delete;
+};
+
+// Frees every thread's scratch if no call is running now; returns the bytes freed (0 otherwise).
+std::size_t releaseScratch();
+// Bytes of scratch held over all threads.
+std::size_t scratchBytes();
+
 // A fixed-size array of T in cached memory; contents are NOT zero-initialized.
 template <class T> class CachedArray {
  public:

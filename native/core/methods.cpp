@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "errors.h"
+#include "pade.h"
 
 namespace covpool {
 
@@ -61,6 +62,13 @@ const char* normalizationName(Normalization n) {
 }
 
 namespace {
+// Bounds on the work one option can ask for. Newton-Schulz converges in a handful of iterations
+// (the paper uses 5; MPA-Lya's sign iteration 8); every iteration of ns also adds 3 matrices per
+// item to the state, so 1000 iterations at C = 256 asked for gigabytes to no benefit.
+constexpr int kMaxIterations = 100;
+constexpr int kMaxPowerIterations = 1000;  // svd-pi: 19 by default
+constexpr int kMaxTaylorDegree = 1000;     // svd-taylor: 100 by default; each term costs C^2 per item
+
 void checkIntRange(const char* method, const char* opt, int v, int lo, int hi) {
   if (v < lo || v > hi) {
     std::ostringstream os;
@@ -93,15 +101,15 @@ SqrtmOptions resolveOptions(const RawOptions& raw, DType inputDType, int C) {
 
   switch (o.method) {
     case Method::NS:
-    case Method::SVD_NEWTON: o.iterations = raw.iterations < 0 ? 5 : raw.iterations; checkIntRange(name, "iterations", o.iterations, 1, 1000); break;
-    case Method::SVD_PI: o.iterations = raw.iterations < 0 ? 19 : raw.iterations; checkIntRange(name, "iterations", o.iterations, 1, 100000); break;
-    case Method::MPA_LYA: o.iterations = raw.iterations < 0 ? 8 : raw.iterations; checkIntRange(name, "iterations", o.iterations, 1, 1000); break;
+    case Method::SVD_NEWTON: o.iterations = raw.iterations < 0 ? 5 : raw.iterations; checkIntRange(name, "iterations", o.iterations, 1, kMaxIterations); break;
+    case Method::SVD_PI: o.iterations = raw.iterations < 0 ? 19 : raw.iterations; checkIntRange(name, "iterations", o.iterations, 1, kMaxPowerIterations); break;
+    case Method::MPA_LYA: o.iterations = raw.iterations < 0 ? 8 : raw.iterations; checkIntRange(name, "iterations", o.iterations, 1, kMaxIterations); break;
     default: break;
   }
   switch (o.method) {
-    case Method::SVD_TAYLOR: o.degree = raw.degree < 0 ? 100 : raw.degree; checkIntRange(name, "degree", o.degree, 0, 100000); break;
-    case Method::SVD_PADE: o.degree = raw.degree < 0 ? 50 : raw.degree; checkIntRange(name, "degree", o.degree, 1, 1000); break;
-    case Method::MPA_LYA: o.degree = raw.degree < 0 ? 5 : raw.degree; checkIntRange(name, "degree", o.degree, 1, 12); break;
+    case Method::SVD_TAYLOR: o.degree = raw.degree < 0 ? 100 : raw.degree; checkIntRange(name, "degree", o.degree, 0, kMaxTaylorDegree); break;
+    case Method::SVD_PADE: o.degree = raw.degree < 0 ? 50 : raw.degree; checkIntRange(name, "degree", o.degree, 1, kMaxGeometricPadeDegree); break;
+    case Method::MPA_LYA: o.degree = raw.degree < 0 ? 5 : raw.degree; checkIntRange(name, "degree", o.degree, 1, kMaxSqrtPadeDegree); break;
     default: break;
   }
   if (o.method == Method::SVD_TRUNC) {
@@ -131,6 +139,9 @@ SqrtmOptions resolveOptions(const RawOptions& raw, DType inputDType, int C) {
     o.padeP = raw.padeP;
     o.padeQ = raw.padeQ;
   }
+  if (raw.checkPsd && o.method != Method::NS && o.method != Method::MPA_LYA)
+    failRange(std::string(name) + ": option 'checkPsd' applies to ns and mpa-lya only (eigen methods floor negative eigenvalues to eps)");
+  o.checkPsd = raw.checkPsd;
   return o;
 }
 

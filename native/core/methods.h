@@ -49,6 +49,7 @@ struct SqrtmOptions {
   int topN = -1;                       // svd-topn: eigenvalues kept (-1: C - round(50 C / 256))
   double eps = -1;                     // eigenvalue floor (-1: machine epsilon of the precision)
   std::vector<double> padeP, padeQ;    // svd-pade: optional user coefficients (empty: derived)
+  bool checkPsd = false;               // ns, mpa-lya (sqrtm): refuse inputs with a negative eigenvalue
 };
 
 // Raw options as they arrive from JS; absent values carry sentinels.
@@ -59,6 +60,7 @@ struct RawOptions {
   int iterations = -1, degree = -1, topN = -1;
   double kappa = -1, eps = -1;
   std::vector<double> padeP, padeQ;
+  bool checkPsd = false;
 };
 
 // Fills defaults (which depend on the method, the input dtype and the matrix size C) and

@@ -1,13 +1,15 @@
 #include "pade.h"
 
 #include <cmath>
+#include <string>
 
 #include "errors.h"
 
 namespace covpool {
 
 PadeCoefficients geometricSeriesPade(int L) {
-  if (L < 1) fail("Pade degree must be >= 1");
+  if (L < 1 || L > kMaxGeometricPadeDegree)
+    failRange("Pade degree for 1/(1-r) must be an integer in [1, " + std::to_string(kMaxGeometricPadeDegree) + "], got " + std::to_string(L));
   PadeCoefficients c;
   c.p.resize(L + 1);
   c.q.resize(L + 1);
@@ -18,7 +20,8 @@ PadeCoefficients geometricSeriesPade(int L) {
 }
 
 PadeCoefficients sqrtPade(int m) {
-  if (m < 1 || m > 12) fail("Pade degree for sqrt(1-z) must be in [1, 12]");
+  if (m < 1 || m > kMaxSqrtPadeDegree)
+    failRange("Pade degree for sqrt(1-z) must be an integer in [1, " + std::to_string(kMaxSqrtPadeDegree) + "], got " + std::to_string(m));
   const int n = 2 * m + 1;
   auto binom = [](int a, int k) {
     long long r = 1;

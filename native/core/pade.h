@@ -4,6 +4,11 @@
 
 namespace covpool {
 
+// Largest degrees accepted (svd-pade's L, mpa-lya's m): beyond them the coefficient vectors
+// grow without purpose (and the integer arithmetic of sqrtPade would overflow).
+constexpr int kMaxGeometricPadeDegree = 1000;
+constexpr int kMaxSqrtPadeDegree = 12;
+
 struct PadeCoefficients {
   std::vector<double> p, q;  // P(x) = sum p_k x^k, Q(x) = sum q_k x^k, q_0 = 1
 };

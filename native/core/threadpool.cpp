@@ -63,12 +63,16 @@ Pool& pool() {
   return *p;
 }
 
+thread_local CallControl* currentControl = nullptr;
+
 // Shared by the caller and the helpers it enqueued; helpers that start late find no work left.
 struct Job {
   std::size_t n = 0;
   const std::function<void(std::size_t)>* body = nullptr;
+  CallControl* control = nullptr;  // the calling thread's, valid until parallelFor returns
   std::atomic<std::size_t> next{0};
   std::size_t done = 0;  // guarded by m
+  std::size_t succeeded = 0;  // guarded by m: what progress reports (cancelled items are not done work)
   std::exception_ptr error;  // of the lowest failing item, so the error reported is deterministic
   std::size_t errorIndex = 0;
   std::mutex m;
@@ -80,6 +84,7 @@ struct Job {
       if (i >= n) return;
       std::exception_ptr err;
       try {
+        if (control && control->cancelled.load()) throw CallCancelled();
         (*body)(i);
       } catch (...) {
         err = std::current_exception();
@@ -89,6 +94,8 @@ struct Job {
         error = err;
         errorIndex = i;
       }
+      // Under the lock, so the reports are in order and all made before the caller returns.
+      if (!err && ++succeeded && control && control->progress) control->progress(succeeded, n);
       if (++done == n) cv.notify_all();
     }
   }
@@ -108,14 +115,23 @@ int poolThreads() {
   return n;
 }
 
+CallScope::CallScope(CallControl* control) : previous_(currentControl) { currentControl = control; }
+CallScope::~CallScope() { currentControl = previous_; }
+
 void parallelFor(std::size_t n, const std::function<void(std::size_t)>& body) {
   if (n == 0) return;
+  CallControl* control = currentControl;
   if (n == 1 || poolThreads() == 1) {
-    for (std::size_t i = 0; i < n; ++i) body(i);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (control && control->cancelled.load()) throw CallCancelled();
+      body(i);
+      if (control && control->progress) control->progress(i + 1, n);
+    }
     return;
   }
   auto job = std::make_shared<Job>();
   job->n = n;
+  job->control = control;
   job->body = &body;  // valid until we return, and we return only when all n items are done
   const std::size_t helpers = std::min<std::size_t>(n - 1, static_cast<std::size_t>(poolThreads() - 1));
   for (std::size_t h = 0; h < helpers; ++h) pool().submit([job] { job->work(); });

@@ -1,5 +1,8 @@
 // Covariance pooling and triangular vectorization, one sample at a time.
 //   A = Xc Xc^T / N, Xc = X - mean over positions;   dX = (G + G^T) Xc / N.
+// A sample's features are C x N (channels first: one row per channel) or N x C (channels last:
+// one row per position, as NHWC tensors hold them). Channels-last runs the same BLAS calls with
+// the other transpose, so no transposed copy of the features is ever made.
 #pragma once
 #include "blas.h"
 #include "matrix.h"
@@ -15,20 +18,36 @@ template <class T> void centerRows(const T* x, T* xc, int C, int N) {
   }
 }
 
-template <class T> void covarianceForward(const T* xc, T* a, int C, int N) {
-  syrkUpper(false, C, N, T(1) / static_cast<T>(N), xc, N, a);
+// Channels last: x is N x C, each column (channel) centred over the N rows (positions).
+template <class T> void centerColumns(const T* x, T* xc, int C, int N) {
+  thread_local std::vector<double> mean;  // accumulate in double: N can be large
+  mean.assign(C, 0.0);
+  for (int k = 0; k < N; ++k)
+    for (int c = 0; c < C; ++c) mean[c] += x[static_cast<std::size_t>(k) * C + c];
+  for (int c = 0; c < C; ++c) mean[c] /= N;
+  for (int k = 0; k < N; ++k)
+    for (int c = 0; c < C; ++c) xc[static_cast<std::size_t>(k) * C + c] = x[static_cast<std::size_t>(k) * C + c] - static_cast<T>(mean[c]);
+}
+
+template <class T> void centerFeatures(const T* x, T* xc, int C, int N, bool channelsLast) {
+  if (channelsLast) centerColumns(x, xc, C, N);
+  else centerRows(x, xc, C, N);
+}
+
+// A = Xc Xc^T / N (channels first, Xc is C x N) or Xc^T Xc / N (channels last, Xc is N x C).
+template <class T> void covarianceForward(const T* xc, T* a, int C, int N, bool channelsLast = false) {
+  syrkUpper(channelsLast, C, N, T(1) / static_cast<T>(N), xc, channelsLast ? C : N, a);
   mirrorUpper(a, C);
 }
 
-// g (C x C) is overwritten with G + G^T.
-template <class T> void covarianceBackward(const T* xc, T* g, T* dx, int C, int N) {
-  for (int i = 0; i < C; ++i)
-    for (int j = i; j < C; ++j) {
-      const T v = g[i * C + j] + g[j * C + i];
-      g[i * C + j] = v;
-      g[j * C + i] = v;
-    }
-  gemm(false, false, C, N, C, T(1) / static_cast<T>(N), g, C, xc, N, T(0), dx, N);
+// g (C x C) is overwritten with (G + G^T) / 2 (symmetrize: cache-blocked, unlike a plain loop over
+// both triangles); dx gets (G + G^T) Xc / N in the features' layout (channels last:
+// Xc (G + G^T) / N, the same product transposed).
+template <class T> void covarianceBackward(const T* xc, T* g, T* dx, int C, int N, bool channelsLast = false) {
+  symmetrize(g, g, C);
+  const T scale = T(2) / static_cast<T>(N);
+  if (channelsLast) gemm(false, false, N, C, C, scale, xc, C, g, C, T(0), dx, C);
+  else gemm(false, false, C, N, C, scale, g, C, xc, N, T(0), dx, N);
 }
 
 // Upper triangle, row by row, diagonal included: C(C+1)/2 values.

@@ -33,13 +33,12 @@ template <class F> void forItem(std::size_t b, F&& f) {
   }
 }
 
-// Per-thread scratch areas, reused across items and calls (no allocation in the hot loop).
-// Slot 0 holds an item's pipeline buffers, slot 1 the work space of the method kernels, so the
-// two never alias.
+// Per-thread scratch areas, reused across items and calls (no allocation in the hot loop) and
+// freed by emptyCache() between calls. Slot 0 holds an item's pipeline buffers, slot 1 the work
+// space of the method kernels, so the two never alias. Contents are not initialized.
 template <class T, int Slot = 0> T* scratch(std::size_t count) {
-  thread_local Vec<T> buf;
-  if (buf.size() < count) buf.resize(count);
-  return buf.data();
+  thread_local ScratchSlot buf;
+  return static_cast<T*>(buf.get(count * sizeof(T)));
 }
 
 template <class Ti, class Ts> class CpuState : public State {
@@ -86,9 +85,28 @@ template <class Ti, class Ts> class CpuState : public State {
   }
 };
 
+// ||a||_F. The sum of squares (in double) overflows for entries near 1e155 and underflows to
+// zero below 1e-162, which would reject valid float64 matrices as zero or non-PSD; only then is
+// the norm recomputed with the entries scaled by their largest magnitude (in range the result
+// stays bit for bit the plain one, which the CUDA kernel computes too).
+template <class T> T frobeniusNorm(const T* a, std::size_t count) {
+  double plain = 0;
+  for (std::size_t i = 0; i < count; ++i) plain += static_cast<double>(a[i]) * a[i];
+  if (plain >= 1e-290 && plain <= 1e290) return std::sqrt(static_cast<T>(plain));
+  double scale = 0;
+  for (std::size_t i = 0; i < count; ++i) scale = std::max(scale, std::fabs(static_cast<double>(a[i])));
+  if (!(scale > 0) || !std::isfinite(scale)) return std::sqrt(static_cast<T>(plain));
+  double scaled = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const double v = static_cast<double>(a[i]) / scale;
+    scaled += v * v;
+  }
+  return static_cast<T>(scale * std::sqrt(scaled));
+}
+
 template <class T> T normalizer(const T* a, int n, Normalization nm) {
   if (nm == Normalization::Trace) return trace(a, n);
-  if (nm == Normalization::Frobenius) return std::sqrt(dot(a, a, static_cast<std::size_t>(n) * n));
+  if (nm == Normalization::Frobenius) return frobeniusNorm(a, static_cast<std::size_t>(n) * n);
   return T(1);
 }
 
@@ -222,8 +240,8 @@ std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions&
       // noise is far from the gradient a float64 covariance has (measured: 100%+ relative error).
       Ts* xc = st->xc.data() + b * C * N;
       convert(xb, xc, static_cast<std::size_t>(C) * N);
-      centerRows(xc, xc, C, N);
-      covarianceForward(xc, a, C, N);
+      centerFeatures(xc, xc, C, N, d.channelsLast);
+      covarianceForward(xc, a, C, N, d.channelsLast);
     } else {
       const Ti* ab = x + b * m;
       if (!allFinite(ab, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
@@ -266,10 +284,10 @@ template <class Ti, class Ts> Buffer backwardImpl(const State& base, const Buffe
     if (layer) {  // in the spectral precision too, then rounded once to the input dtype
       const std::size_t cn = static_cast<std::size_t>(C) * N;
       if constexpr (std::is_same_v<Ti, Ts>) {
-        covarianceBackward(st.xc.data() + b * cn, dA, g + b * cn, C, N);
+        covarianceBackward(st.xc.data() + b * cn, dA, g + b * cn, C, N, d.channelsLast);
       } else {
         Ts* dx = scratch<Ts, 1>(cn);
-        covarianceBackward(st.xc.data() + b * cn, dA, dx, C, N);
+        covarianceBackward(st.xc.data() + b * cn, dA, dx, C, N, d.channelsLast);
         convert(dx, g + b * cn, cn);
       }
     } else {
@@ -288,6 +306,7 @@ template <class F> auto dispatch2(DType ti, DType ts, F&& f) {
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
+  bool channelsLastFeatures() const override { return true; }
 
   Buffer covpool(const Buffer& x, Dims d) override {
     return dispatchDType(x.dtype(), [&](auto tag) {
@@ -299,8 +318,8 @@ class CpuBackend final : public Backend {
         const T* xb = x.as<T>() + b * C * N;
         if (!allFinite(xb, static_cast<std::size_t>(C) * N)) fail(sampleMsg(b, "the features contain NaN or Infinity"));
         T* xc = scratch<T>(static_cast<std::size_t>(C) * N);
-        centerRows(xb, xc, C, N);
-        covarianceForward(xc, out.as<T>() + b * m, C, N);
+        centerFeatures(xb, xc, C, N, d.channelsLast);
+        covarianceForward(xc, out.as<T>() + b * m, C, N, d.channelsLast);
       });
       return out;
     });
@@ -318,9 +337,9 @@ class CpuBackend final : public Backend {
         if (!allFinite(x.as<T>() + b * C * N, static_cast<std::size_t>(C) * N)) fail(sampleMsg(b, "the features contain NaN or Infinity"));
         T* xc = scratch<T>(static_cast<std::size_t>(C) * N + m);
         T* g = xc + static_cast<std::size_t>(C) * N;
-        centerRows(x.as<T>() + b * C * N, xc, C, N);
+        centerFeatures(x.as<T>() + b * C * N, xc, C, N, d.channelsLast);
         std::copy(ga, ga + m, g);
-        covarianceBackward(xc, g, out.as<T>() + b * C * N, C, N);
+        covarianceBackward(xc, g, out.as<T>() + b * C * N, C, N, d.channelsLast);
       });
       return out;
     });

@@ -29,12 +29,13 @@ template <class T> void eigenSqrtForward(const T* a, T* s, T* w, T* l, int n, T 
   for (int i = 0; i < n; ++i) l[i] = std::max(l[i], eps);
   if (topN > 0)
     for (int i = 0; i < n - topN; ++i) l[i] = eps;
-  // s = V^T V with V = diag(l^{1/4}) W: one syrk instead of a full GEMM.
+  // s = V^T V with V = diag(l^{1/4}) W: one triangle (gemmUpper; OpenBLAS's syrk is slower at
+  // n = 64: 9.7 us against 7.0 for float64, and no faster at n = 256).
   for (int i = 0; i < n; ++i) {
     const T f = std::sqrt(std::sqrt(l[i]));
     for (int j = 0; j < n; ++j) work[i * n + j] = f * w[i * n + j];
   }
-  syrkUpper(true, n, n, T(1), work, n, s);
+  gemmUpper(true, false, n, n, T(1), work, n, work, n, T(0), s, n);
   mirrorUpper(s, n);
 }
 
@@ -157,8 +158,11 @@ template <class T> void eigenSqrtBackward(const SqrtmOptions& o, const T* dS, T*
   T* t1 = work + m;
   T* inner = work + 2 * m;
   symmetrize(dS, g, n);
+  // Both sandwich products W G W^T and W^T inner W are symmetric (G and inner are): the first
+  // factor in full, the second as an upper triangle (gemmUpper), 1.6 GEMMs of time instead of 2.
   gemm(false, false, n, T(1), w, g, T(0), t1);   // W G
-  gemm(false, true, n, T(1), t1, w, T(0), g);    // M = W G W^T (g reused)
+  gemmUpper(false, true, n, n, T(1), t1, n, w, n, T(0), g, n);  // M = W G W^T (g reused)
+  mirrorUpper(g, n);
   const T* M = g;
   Vec<T> sq(n);
   for (int i = 0; i < n; ++i) sq[i] = std::sqrt(l[i]);
@@ -180,7 +184,8 @@ template <class T> void eigenSqrtBackward(const SqrtmOptions& o, const T* dS, T*
     }
   }
   gemm(false, false, n, T(1), inner, w, T(0), t1);  // inner W
-  gemm(true, false, n, T(1), w, t1, T(0), dA);      // W^T inner W
+  gemmUpper(true, false, n, n, T(1), w, n, t1, n, T(0), dA, n);  // W^T inner W
+  mirrorUpper(dA, n);
 }
 
 }  // namespace covpool::cpu

@@ -29,6 +29,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../core/backend.h"
@@ -36,6 +37,8 @@
 #include "cuda_backend.h"
 #include "device_memory.h"
 #include "kernels.cuh"
+#include "layer_precision.h"
+#include "plan.h"
 
 namespace covpool::cuda {
 namespace {
@@ -137,24 +140,37 @@ std::size_t cacheLimitBytes() {
 // already be torn down when static destructors run at process exit, and destroying handles then
 // crashes; the driver reclaims all of it when the process ends.
 struct DeviceContext {
+  // When any step fails (out of memory, a library that cannot initialize), what was created so far
+  // is destroyed, the calling thread's device is restored, and the error propagates: a later call
+  // can try again, and nothing leaks.
   explicit DeviceContext(int dev) : device(dev), name("cuda:" + std::to_string(dev)), cache(dev, cacheLimitBytes()) {
     int prev = 0;
     CK_CUDA(cudaGetDevice(&prev));
-    CK_CUDA(cudaSetDevice(device));
-    // Non-blocking: no implicit synchronization with the legacy default stream that other code
-    // in the process (e.g. another CUDA-using addon) may be using.
-    CK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    CK_BLAS(cublasCreate(&blas));
-    CK_BLAS(cublasSetStream(blas, stream));
-    // Default math: fp32 GEMMs stay fp32 (no TF32 unless NVIDIA_TF32_OVERRIDE=1 is set in the
-    // environment), so results stay comparable with the CPU backend's.
-    CK_BLAS(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH));
-    CK_SOLVER(cusolverDnCreate(&solver));
-    CK_SOLVER(cusolverDnSetStream(solver, stream));
-    CK_SOLVER(cusolverDnCreateParams(&params));
-    // Jacobi defaults: tolerance = machine precision, at most 100 sweeps, eigenvalues sorted
-    // ascending (as LAPACK returns them, which every method relies on).
-    CK_SOLVER(cusolverDnCreateSyevjInfo(&syevj));
+    try {
+      CK_CUDA(cudaSetDevice(device));
+      // Non-blocking: no implicit synchronization with the legacy default stream that other code
+      // in the process (e.g. another CUDA-using addon) may be using.
+      CK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+      CK_BLAS(cublasCreate(&blas));
+      CK_BLAS(cublasSetStream(blas, stream));
+      // Default math: fp32 GEMMs stay fp32 (no TF32 unless NVIDIA_TF32_OVERRIDE=1 is set in the
+      // environment), so results stay comparable with the CPU backend's.
+      CK_BLAS(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH));
+      CK_SOLVER(cusolverDnCreate(&solver));
+      CK_SOLVER(cusolverDnSetStream(solver, stream));
+      CK_SOLVER(cusolverDnCreateParams(&params));
+      // Jacobi defaults: tolerance = machine precision, at most 100 sweeps, eigenvalues sorted
+      // ascending (as LAPACK returns them, which every method relies on).
+      CK_SOLVER(cusolverDnCreateSyevjInfo(&syevj));
+    } catch (...) {
+      if (syevj) cusolverDnDestroySyevjInfo(syevj);
+      if (params) cusolverDnDestroyParams(params);
+      if (solver) cusolverDnDestroy(solver);
+      if (blas) cublasDestroy(blas);
+      if (stream) cudaStreamDestroy(stream);
+      cudaSetDevice(prev);
+      throw;
+    }
     CK_CUDA(cudaSetDevice(prev));
   }
 
@@ -289,15 +305,22 @@ template <class T> const char* eigensolve(DeviceContext& cx, T* w, T* l, int B, 
     CK_SOLVER(syevjBatched(cx.solver, n, w, l, work.data(), lwork, dInfo.data(), cx.syevj, B));
   } else {
     name = "XsyevBatched";
+    // One call may take at most INT32_MAX / (n * lda) matrices (e.g. 32767 at n = 256): larger
+    // batches go in chunks; the workspace sized for the first (largest) chunk serves them all.
+    const int perCall = xsyevBatchedItemsPerCall(n);
+    const int first = std::min(B, perCall);
     std::size_t devBytes = 0, hostBytes = 0;
     CK_SOLVER(cusolverDnXsyevBatched_bufferSize(cx.solver, cx.params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,
                                                 dataType<T>(), w, n, dataType<T>(), l, dataType<T>(), &devBytes,
-                                                &hostBytes, B));
+                                                &hostBytes, first));
     DeviceArray<unsigned char> work = cx.alloc<unsigned char>(std::max<std::size_t>(devBytes, 1));
     if (cx.hostWork.size() < std::max<std::size_t>(hostBytes, 1)) cx.hostWork.resize(std::max<std::size_t>(hostBytes, 1));
-    CK_SOLVER(cusolverDnXsyevBatched(cx.solver, cx.params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, dataType<T>(),
-                                     w, n, dataType<T>(), l, dataType<T>(), work.data(), devBytes, cx.hostWork.data(),
-                                     hostBytes, dInfo.data(), B));
+    for (int b0 = 0; b0 < B; b0 += perCall) {
+      const int nb = std::min(perCall, B - b0);
+      CK_SOLVER(cusolverDnXsyevBatched(cx.solver, cx.params, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n, dataType<T>(),
+                                       w + static_cast<std::size_t>(b0) * n * n, n, dataType<T>(), l + static_cast<std::size_t>(b0) * n,
+                                       dataType<T>(), work.data(), devBytes, cx.hostWork.data(), hostBytes, dInfo.data() + b0, nb));
+    }
   }
   cx.toHost(info.data(), dInfo.data(), sizeof(int) * B);
   cx.sync();
@@ -451,8 +474,8 @@ template <class T> void lyapunovSignIteration(DeviceContext& cx, const T* sNorm,
     gemmSq<T>(cx, false, false, n, T(0.5), b, t2, T(0), x, B);    // B (3I - B^2) / 2
     std::swap(b, x);
   }
+  // Symmetric up to rounding; sqrtmBackward symmetrizes every method's gradient once, as the CPU.
   K::axpbyIdentity<T>(c, out, T(0.5), T(0), B, n, st);
-  K::symmetrize<T>(out, out, B, n, st);
 }
 
 // ---- eigen-based square root (batched), see native/cpu/eigen_sqrtm.h --------------------------------
@@ -472,7 +495,8 @@ template <class T> void eigenBackward(DeviceContext& cx, const KParams& k, const
   K::eigenBackwardInner<T>(k, g, l, inner, stats, B, n, st);
   gemmSq<T>(cx, false, false, n, T(1), inner, w, T(0), t1, B);  // inner W
   gemmSq<T>(cx, true, false, n, T(1), w, t1, T(0), dA, B);      // W^T inner W
-  K::symmetrize<T>(dA, dA, B, n, st);
+  // Symmetric up to rounding: sqrtmBackward symmetrizes once, after the normalization backward,
+  // in the CPU's order (native/cpu/eigen_sqrtm.h).
 }
 
 // ---- states -------------------------------------------------------------------------------------------
@@ -480,8 +504,9 @@ template <class T> void eigenBackward(DeviceContext& cx, const KParams& k, const
 template <class Ti, class Ts> class CudaState final : public State {
  public:
   explicit CudaState(DeviceContext& c) : cx(&c) {}
+  using Tc = typename LayerPrecision<Ti, Ts>::Covariance;
   DeviceContext* cx;       // the device it lives on; backward refuses other devices' states
-  DeviceArray<Ti> xc;      // layer: centered features
+  DeviceArray<Tc> xc;      // layer: centered features, in the covariance precision
   DeviceArray<Ts> tau;     // per item normalization factor (1 for 'none')
   DeviceArray<Ts> ahat;    // A / tau
   DeviceArray<Ts> araw;    // svd-newton: the un-normalized A
@@ -630,12 +655,13 @@ std::shared_ptr<State> forwardImpl(DeviceContext& cx, const Buffer& in, Dims d, 
   {
     DeviceArray<Ti> x = upload<Ti>(cx, in);
     if (fromFeatures) {
+      using Tc = typename LayerPrecision<Ti, Ts>::Covariance;
       K::flagNonFinite<Ti>(x.data(), static_cast<std::size_t>(C) * N, B, checks.data(), kBadFeatures, stream);
-      st->xc = cx.alloc<Ti>(static_cast<std::size_t>(B) * C * N);
-      K::centerRows<Ti>(x.data(), st->xc.data(), B * C, N, stream);
-      DeviceArray<Ti> ai = cx.alloc<Ti>(mm);
-      covarianceForward<Ti>(cx, st->xc.data(), ai.data(), B, C, N);
-      K::convert<Ti, Ts>(ai.data(), a.data(), mm, stream);
+      // Converted first, centered and multiplied in Tc (= Ts): the CPU backend's order.
+      st->xc = cx.alloc<Tc>(static_cast<std::size_t>(B) * C * N);
+      K::convert<Ti, Tc>(x.data(), st->xc.data(), st->xc.size(), stream);
+      K::centerRows<Tc>(st->xc.data(), st->xc.data(), B * C, N, stream);
+      covarianceForward<Tc>(cx, st->xc.data(), a.data(), B, C, N);
     } else {
       K::flagNonFinite<Ti>(x.data(), m, B, checks.data(), kBadMatrix, stream);
       firstBad = cx.alloc<int>(B);
@@ -676,24 +702,38 @@ std::shared_ptr<State> forwardImpl(DeviceContext& cx, const Buffer& in, Dims d, 
 // ---- backward -----------------------------------------------------------------------------------------
 
 // svd-newton's backward: the derivative of T Newton-Schulz iterations (trace normalization) at A.
+// The tape (3 * iters matrices per item) and the work are allocated for one chunk of items at a
+// time, not for the whole batch (see plan.h): each item's result does not depend on the chunking.
+std::size_t chunkBudgetBytes() {
+  const char* v = std::getenv("COVPOOL_CUDA_CHUNK_MB");
+  const long long mb = v && *v ? std::atoll(v) : 0;
+  return mb > 0 ? static_cast<std::size_t>(mb) << 20 : kDefaultChunkBytes;
+}
 template <class T> void newtonSchulzGradientAt(DeviceContext& cx, const T* a, const T* dS, T* dA, int B, int n, int iters, int* status) {
-  const std::size_t m = static_cast<std::size_t>(n) * n, mm = static_cast<std::size_t>(B) * m;
+  const std::size_t m = static_cast<std::size_t>(n) * n;
   cudaStream_t stream = cx.stream;
+  const int chunk = itemsPerChunk((NsTapeView<T>::planes(iters) + 3) * m * sizeof(T), chunkBudgetBytes(), B);
+  const std::size_t cm = static_cast<std::size_t>(chunk) * m;
   DeviceArray<T> tau = cx.alloc<T>(B);
-  DeviceArray<T> work = cx.alloc<T>(3 * mm);
-  T* aHat = work.data();
-  T* sHat = aHat + mm;
-  T* dsHat = aHat + 2 * mm;
-  DeviceArray<double> dots = cx.alloc<double>(2 * static_cast<std::size_t>(B));
-  K::normalizer<T>(a, B, n, Normalization::Trace, tau.data(), status, 0, stream);  // code 0: flag below instead
-  K::flagNotPositive<T>(tau.data(), B, status, kBadNewtonTrace, stream);            // the CPU's test: !(tau > 0)
-  K::divideByTau<T>(a, aHat, tau.data(), m, B, stream);
-  DeviceArray<T> tapeStore = cx.alloc<T>(NsTapeView<T>::planes(iters) * mm);
-  const NsTapeView<T> tape{tapeStore.data(), B, n, iters};
-  nsForward<T>(cx, aHat, sHat, tape);
-  K::scaleBySqrtTau<T>(dS, dsHat, tau.data(), m, B, true, stream);
-  nsBackward<T>(cx, dsHat, dA, tape);
-  K::normalizationBackward<T>(Normalization::Trace, tau.data(), dS, sHat, aHat, dA, dots.data(), B, n, stream);
+  DeviceArray<T> work = cx.alloc<T>(3 * cm);
+  DeviceArray<T> tapeStore = cx.alloc<T>(NsTapeView<T>::planes(iters) * cm);
+  DeviceArray<double> dots = cx.alloc<double>(2 * static_cast<std::size_t>(chunk));
+  for (int b0 = 0; b0 < B; b0 += chunk) {
+    const int nb = std::min(chunk, B - b0);
+    const std::size_t off = static_cast<std::size_t>(b0) * m, mm = static_cast<std::size_t>(nb) * m;
+    T* aHat = work.data();
+    T* sHat = aHat + mm;
+    T* dsHat = aHat + 2 * mm;
+    T* t = tau.data() + b0;
+    K::normalizer<T>(a + off, nb, n, Normalization::Trace, t, status + b0, 0, stream);  // code 0: flag below instead
+    K::flagNotPositive<T>(t, nb, status + b0, kBadNewtonTrace, stream);                // the CPU's test: !(tau > 0)
+    K::divideByTau<T>(a + off, aHat, t, m, nb, stream);
+    const NsTapeView<T> tape{tapeStore.data(), nb, n, iters};
+    nsForward<T>(cx, aHat, sHat, tape);
+    K::scaleBySqrtTau<T>(dS + off, dsHat, t, m, nb, true, stream);
+    nsBackward<T>(cx, dsHat, dA + off, tape);
+    K::normalizationBackward<T>(Normalization::Trace, t, dS + off, sHat, aHat, dA + off, dots.data(), nb, n, stream);
+  }
 }
 
 // Backward of the square root over the batch: dS (Ts, raw) -> dA (Ts, symmetric).
@@ -750,12 +790,23 @@ template <class Ti, class Ts> Buffer backwardImpl(DeviceContext& cx, const State
   K::flagNonFinite<Ts>(dA.data(), m, B, checks.data(), kBadGradOut, stream);
 
   Buffer grad(DTypeOf<Ti>::value, layer ? static_cast<std::size_t>(B) * C * N : mm);
-  K::convert<Ts, Ti>(dA.data(), ti.data(), mm, stream);
-  if (layer) {
-    DeviceArray<Ti> dx = cx.alloc<Ti>(grad.size());
-    covarianceBackward<Ti>(cx, st.xc.data(), ti.data(), dx.data(), B, C, N);
-    cx.toHost(grad.as<Ti>(), dx.data(), grad.byteSize());
+  if (layer) {  // back-propagated in the covariance precision too, then rounded once to Ti
+    using Tc = typename LayerPrecision<Ti, Ts>::Covariance;
+    DeviceArray<Tc> dAc, dx = cx.alloc<Tc>(grad.size());
+    Tc* g;
+    if constexpr (std::is_same_v<Tc, Ts>) {
+      g = dA.data();
+    } else {
+      dAc = cx.alloc<Tc>(mm);
+      K::convert<Ts, Tc>(dA.data(), dAc.data(), mm, stream);
+      g = dAc.data();
+    }
+    covarianceBackward<Tc>(cx, st.xc.data(), g, dx.data(), B, C, N);
+    DeviceArray<Ti> dxi = cx.alloc<Ti>(grad.size());
+    K::convert<Tc, Ti>(dx.data(), dxi.data(), grad.size(), stream);
+    cx.toHost(grad.as<Ti>(), dxi.data(), grad.byteSize());
   } else {
+    K::convert<Ts, Ti>(dA.data(), ti.data(), mm, stream);
     cx.toHost(grad.as<Ti>(), ti.data(), grad.byteSize());
   }
   const int bad = checks.fetch(cx);
@@ -778,6 +829,15 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : cx_(new DeviceContext(device)) {}
   const char* name() const override { return cx_->name.c_str(); }
+
+  // For the addon's memoryStats() / emptyCache(): this device's cache, in use and parked.
+  DeviceMemoryStats memory() const { return {cx_->device, cx_->cache.liveBytes(), cx_->cache.parkedBytes()}; }
+  std::size_t emptyCache() {
+    Scope scope(*cx_);
+    const std::size_t parked = cx_->cache.parkedBytes();
+    cx_->cache.trim(true);
+    return parked;
+  }
 
   Buffer covpool(const Buffer& x, Dims d) override {
     return dispatchDType(x.dtype(), [&](auto tag) {
@@ -959,13 +1019,42 @@ int cudaDeviceCount() {
   return n;
 }
 
+std::string cudaUnavailableReason() {
+  int driver = 0, n = 0;
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  cudaGetLastError();
+  return cuda::cudaUnavailableReason(driver, CUDART_VERSION, e == cudaSuccess ? "" : cudaGetErrorString(e), e == cudaSuccess ? n : 0);
+}
+
+namespace {
+std::mutex backendsMutex;
+std::vector<cuda::CudaBackend*> backends;  // by device; pointees intentionally never deleted
+}  // namespace
+
+std::vector<DeviceMemoryStats> cudaMemoryStats() {
+  std::lock_guard<std::mutex> lock(backendsMutex);
+  std::vector<DeviceMemoryStats> r;
+  for (cuda::CudaBackend* b : backends)
+    if (b) r.push_back(b->memory());
+  return r;
+}
+
+std::size_t cudaEmptyCache() {
+  std::lock_guard<std::mutex> lock(backendsMutex);
+  std::size_t released = 0;
+  for (cuda::CudaBackend* b : backends)
+    if (b) released += b->emptyCache();
+  return released;
+}
+
 Backend& cudaBackend(int device) {
-  static std::mutex mu;
-  static std::vector<cuda::CudaBackend*> backends;  // pointees intentionally never deleted
+  auto& mu = backendsMutex;
   const int count = cudaDeviceCount();
+  if (count == 0) fail("device 'cuda:" + std::to_string(device) + "' was asked for, but " + cudaUnavailableReason());
   if (device < 0 || device >= count)
     failRange("device 'cuda:" + std::to_string(device) + "' does not exist: " + std::to_string(count) +
-              " CUDA device(s) visible" + (count ? " (cuda:0 to cuda:" + std::to_string(count - 1) + ")" : ""));
+              " CUDA device(s) visible (cuda:0 to cuda:" + std::to_string(count - 1) + ")");
   std::lock_guard<std::mutex> lock(mu);
   if (backends.size() < static_cast<std::size_t>(count)) backends.resize(count, nullptr);
   if (!backends[device]) backends[device] = new cuda::CudaBackend(device);

@@ -2,8 +2,11 @@
 // run on a GPU machine (native/cuda/README.md, "GPU test plan"). Links both backends directly (no
 // N-API), so it works before the addon can select a device.
 //
-//   covpool_cuda_test            all checks; exit status 1 if any fails
-//   covpool_cuda_test --bench    then times the gpu-l workload (B=128, C=256, N=196, float32)
+//   covpool_cuda_test              all checks; exit status 1 if any fails (or no GPU is visible)
+//   covpool_cuda_test --bench      then times the gpu-l workload (B=128, C=256, N=196, float32)
+//   covpool_cuda_test --no-gpu-ok  without a GPU (CI): says why, runs the checks that need none
+//                                  (plan.h decisions, the layer plan replayed on the CPU, the
+//                                  eigensolver spread) and passes if they do
 //
 // Built with -DCOVPOOL_CUDA_TEST_SELF_CHECK it compares the CPU backend with itself and needs no
 // CUDA at all: scripts/check-cuda-kernels.sh runs it that way to keep the driver itself working.
@@ -18,7 +21,9 @@
 //     reported, and only required to be finite where the CPU's is.
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -29,6 +34,8 @@
 #include "../../core/backend.h"
 #include "../../core/methods.h"
 #include "../../cpu/blas.h"
+#include "../layer_precision.h"
+#include "../plan.h"
 #ifndef COVPOOL_CUDA_TEST_SELF_CHECK
 #include "../cuda_backend.h"
 #endif
@@ -178,6 +185,43 @@ double tolFor(DType out, DType spectral, bool backward) {
   return backward ? 1e-8 : 1e-10;
 }
 
+// Forward tolerance of the eigen methods on singular covariances (N < C): the C - N + 1 zero
+// eigenvalues come out of any eigensolver as rounding noise of order eps_s * lambda_max (eps_s: the
+// spectral precision's epsilon), and their square roots, of order sqrt(eps_s * lambda_max), enter
+// S. Two correct eigensolvers therefore agree only to a small multiple of sqrt(eps_s) relative to
+// |S| ~ sqrt(lambda_max): about 3e-4 in float32 (dsyevd vs dsyev alone differ by ~2e-4 there).
+double singularForwardTol(DType out, DType spectral) {
+  const double eps = spectral == DType::F32 ? 1.1920928955078125e-7 : 2.220446049250313e-16;
+  return std::max(tolFor(out, spectral, false), 8 * std::sqrt(eps));
+}
+
+Buffer converted(const Buffer& b, DType t) {
+  Buffer r(t, b.size());
+  for (std::size_t i = 0; i < b.size(); ++i) put(r, i, at(b, i));
+  return r;
+}
+
+// A random orthogonal C x C matrix: the rows of a Gaussian matrix, orthonormalized (Gram-Schmidt, twice).
+std::vector<double> randomOrthogonal(int C, Rng& rng) {
+  std::vector<double> q(static_cast<std::size_t>(C) * C);
+  for (auto& v : q) v = rng.normal();
+  for (int pass = 0; pass < 2; ++pass)
+    for (int i = 0; i < C; ++i) {
+      double* r = &q[static_cast<std::size_t>(i) * C];
+      for (int j = 0; j < i; ++j) {
+        const double* p = &q[static_cast<std::size_t>(j) * C];
+        double d = 0;
+        for (int k = 0; k < C; ++k) d += r[k] * p[k];
+        for (int k = 0; k < C; ++k) r[k] -= d * p[k];
+      }
+      double nrm = 0;
+      for (int k = 0; k < C; ++k) nrm += r[k] * r[k];
+      nrm = std::sqrt(nrm);
+      for (int k = 0; k < C; ++k) r[k] /= nrm;
+    }
+  return q;
+}
+
 struct Shape {
   const char* name;
   int B, C, N;
@@ -214,7 +258,7 @@ void layerChecks(Backend& cpu, Backend& gpu, DType t, const Shape& sh, Rng& rng)
         }, cpu, gpu, !usesEigenForward(o.method)))
       continue;
     const bool eigenSingular = sh.singular && usesEigenForward(o.method);
-    record(name + " forward", relDiff(yc, yg), eigenSingular ? 1e-5 : tolFor(t, o.precision, false), true);
+    record(name + " forward", relDiff(yc, yg), eigenSingular ? singularForwardTol(t, o.precision) : tolFor(t, o.precision, false), true);
     const Buffer dy = randomBuffer(t, yc.size(), rng, false);
     Buffer gc, gg;
     if (!sameOutcome(name + " backward", [&](Backend& be, int side) {
@@ -243,6 +287,142 @@ void layerChecks(Backend& cpu, Backend& gpu, DType t, const Shape& sh, Rng& rng)
     }
 #endif
   }
+}
+
+// The CUDA layer's precision plan (layer_precision.h) replayed with CPU ops: features converted to
+// the covariance precision, covpool there, sqrtm in the spectral precision, its backward, the
+// covariance backward in the covariance precision, one rounding to the input dtype. It must give
+// the CPU backend's layer (which forms the covariance in the spectral precision) to rounding; a
+// plan that forms the covariance in the input precision fails here for float32 features, N < C,
+// and a float64 spectral part (gradients O(1) off). Runs without a GPU.
+void layerPlanChecks(Backend& cpu, DType t, const Shape& sh, Rng& rng) {
+  const Dims d{sh.B, sh.C, sh.N};
+  const Buffer x = randomBuffer(t, static_cast<std::size_t>(sh.B) * sh.C * sh.N, rng, true);
+  const std::string tag = std::string(dtypeName(t)) + " " + sh.name + " CUDA layer plan replayed on the CPU";
+  for (const Variant& v : variants()) {
+    const SqrtmOptions o = resolveOptions(v.raw, t, sh.C);
+    if (o.method == Method::SVD_TOPN && o.topN > sh.C) continue;
+    const DType ts = o.precision;
+    const DType tc = dispatchDType(t, [&](auto i) {
+      return dispatchDType(ts, [&](auto p) {
+        return DTypeOf<typename cuda::LayerPrecision<decltype(i), decltype(p)>::Covariance>::value;
+      });
+    });
+    const std::string name = tag + " " + v.label;
+    try {
+      Buffer yRef;
+      auto stRef = cpu.layer(x, d, o, false, yRef);
+      const Buffer xc = converted(x, tc);
+      const Buffer a = converted(cpu.covpool(xc, d), ts);
+      Buffer s;
+      auto st = cpu.sqrtm(a, sh.B, sh.C, o, s);
+      record(name + " forward", relDiff(yRef, converted(s, t)), t == DType::F32 ? 1e-6 : 1e-12, true);
+      const Buffer dy = randomBuffer(t, yRef.size(), rng, false);
+      const Buffer gRef = cpu.backward(*stRef, dy);
+      const Buffer dA = cpu.backward(*st, converted(dy, ts));
+      const Buffer g = converted(cpu.covpoolBackward(xc, converted(dA, tc), d), t);
+      record(name + " backward", relDiff(gRef, g), t == DType::F32 ? 1e-5 : 1e-10, true);
+    } catch (const std::exception& e) {
+      std::printf("skip  %s: %s\n", name.c_str(), e.what());
+    }
+  }
+}
+
+// A second, correct way to take the eigen methods' square root of a singular covariance, on the
+// CPU: rotate the (converted) features by a random orthogonal Q, so the eigensolver sees Q A Q^T
+// and rounds differently, and rotate S back. Its spread against the direct result is what two
+// eigensolvers (LAPACK, cuSOLVER) legitimately differ by, and it must fit singularForwardTol.
+void eigensolverSpreadChecks(Backend& cpu, DType t, const Shape& sh, Rng& rng) {
+  const Dims d{sh.B, sh.C, sh.N};
+  const int C = sh.C, N = sh.N;
+  const Buffer x = randomBuffer(t, static_cast<std::size_t>(sh.B) * C * N, rng, true);
+  const std::vector<double> q = randomOrthogonal(C, rng);
+  const std::string tag = std::string(dtypeName(t)) + " " + sh.name + " rotated eigensolver input";
+  for (const Variant& v : variants()) {
+    const SqrtmOptions o = resolveOptions(v.raw, t, C);
+    if (!usesEigenForward(o.method) || (o.method == Method::SVD_TOPN && o.topN > C)) continue;
+    const DType ts = o.precision;
+    Buffer yRef;
+    cpu.layer(x, d, o, false, yRef);
+    // Q x in double, from the features as the spectral precision holds them, then stored in it.
+    const Buffer xs = converted(x, ts);
+    Buffer qx(ts, xs.size());
+    for (int b = 0; b < sh.B; ++b)
+      for (int i = 0; i < C; ++i)
+        for (int k = 0; k < N; ++k) {
+          double r = 0;
+          for (int j = 0; j < C; ++j) r += q[static_cast<std::size_t>(i) * C + j] * at(xs, (static_cast<std::size_t>(b) * C + j) * N + k);
+          put(qx, (static_cast<std::size_t>(b) * C + i) * N + k, r);
+        }
+    Buffer sRot;
+    cpu.sqrtm(cpu.covpool(qx, d), sh.B, C, o, sRot);
+    Buffer y(t, yRef.size());  // Q^T S' Q
+    std::vector<double> tmp(static_cast<std::size_t>(C) * C);
+    for (int b = 0; b < sh.B; ++b) {
+      const std::size_t base = static_cast<std::size_t>(b) * C * C;
+      for (int i = 0; i < C; ++i)
+        for (int j = 0; j < C; ++j) {
+          double r = 0;
+          for (int k = 0; k < C; ++k) r += at(sRot, base + static_cast<std::size_t>(i) * C + k) * q[static_cast<std::size_t>(k) * C + j];
+          tmp[static_cast<std::size_t>(i) * C + j] = r;
+        }
+      for (int i = 0; i < C; ++i)
+        for (int j = 0; j < C; ++j) {
+          double r = 0;
+          for (int k = 0; k < C; ++k) r += q[static_cast<std::size_t>(k) * C + i] * tmp[static_cast<std::size_t>(k) * C + j];
+          put(y, base + static_cast<std::size_t>(i) * C + j, r);
+        }
+    }
+    record(tag + " " + v.label + " forward", relDiff(yRef, y), singularForwardTol(t, ts), true);
+  }
+}
+
+// Host-side decisions (plan.h): batch splitting and the description of an unusable CUDA setup.
+void planChecks() {
+  auto expect = [](const std::string& what, bool ok) {
+    ++checks;
+    if (!ok) ++failures;
+    std::printf("%-5s plan: %s\n", ok ? "ok" : "FAIL", what.c_str());
+  };
+  using namespace cuda;
+  const int k256 = xsyevBatchedItemsPerCall(256);
+  expect("XsyevBatched at n=256 takes " + std::to_string(k256) + " matrices per call, within n*lda*batch <= INT32_MAX",
+         256LL * 256 * k256 <= INT_MAX && 256LL * 256 * (k256 + 1) > INT_MAX);
+  expect("XsyevBatched at n=33 and n=4096 stays within the bound",
+         33LL * 33 * xsyevBatchedItemsPerCall(33) <= INT_MAX && 4096LL * 4096 * xsyevBatchedItemsPerCall(4096) <= INT_MAX &&
+             xsyevBatchedItemsPerCall(50000) == 1);
+  expect("chunks: 3 items of 100 bytes in a 250-byte budget go 2 at a time; at least 1, at most B",
+         itemsPerChunk(100, 250, 3) == 2 && itemsPerChunk(1000, 250, 3) == 1 && itemsPerChunk(1, 1 << 20, 7) == 7 && itemsPerChunk(1, 1, 0) == 0);
+  const std::string noDriver = cudaUnavailableReason(0, 13000, "CUDA driver version is insufficient for CUDA runtime version", 0);
+  expect("no driver: '" + noDriver + "'", noDriver.find("no NVIDIA driver") != std::string::npos);
+  const std::string old = cudaUnavailableReason(12080, 13000, "CUDA driver version is insufficient for CUDA runtime version", 0);
+  expect("old driver: '" + old + "'", old.find("supports CUDA 12.8") != std::string::npos && old.find("CUDA 13.0 or newer") != std::string::npos);
+  const std::string none = cudaUnavailableReason(13000, 13000, "no CUDA-capable device is detected", 0);
+  expect("driver but no GPU: '" + none + "'", none.find("no usable device (no CUDA-capable device is detected)") != std::string::npos);
+  expect("a usable device: no reason", cudaUnavailableReason(13010, 13000, "", 1).empty());
+}
+
+// svd-newton's backward runs in chunks bounded by COVPOOL_CUDA_CHUNK_MB: with a 1 MiB budget every
+// item is its own chunk, and the result must not change.
+void chunkedBackwardChecks(Backend& cpu, Backend& gpu, Rng& rng) {
+  const int B = 5, C = 64;
+  const Buffer a = spdBatch(DType::F64, B, C, 2 * C, 0.1, rng);
+  const SqrtmOptions o = resolveOptions(rawOf("svd-newton"), DType::F64, C);
+  Buffer sc, sg;
+  auto stc = cpu.sqrtm(a, B, C, o, sc);
+  auto stg = gpu.sqrtm(a, B, C, o, sg);
+  const Buffer dS = randomBuffer(DType::F64, sc.size(), rng, false);
+  const Buffer gc = cpu.backward(*stc, dS);
+  setenv("COVPOOL_CUDA_CHUNK_MB", "1", 1);
+  Buffer gg;
+  try {
+    gg = gpu.backward(*stg, dS);
+  } catch (...) {
+    unsetenv("COVPOOL_CUDA_CHUNK_MB");
+    throw;
+  }
+  unsetenv("COVPOOL_CUDA_CHUNK_MB");
+  record("float64 svd-newton backward B=5 C=64 in 1-item chunks", relDiff(gc, gg), tolFor(DType::F64, DType::F64, true), true);
 }
 
 void sqrtmChecks(Backend& cpu, Backend& gpu, DType t, int B, int C, Rng& rng) {
@@ -378,20 +558,32 @@ void bench(Backend& gpu) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool doBench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
+  bool doBench = false, noGpuOk = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--bench") == 0) doBench = true;
+    else if (std::strcmp(argv[i], "--no-gpu-ok") == 0) noGpuOk = true;
+    else {
+      std::printf("usage: covpool_cuda_test [--bench] [--no-gpu-ok]\n");
+      return 2;
+    }
+  }
   cpu::configureBlasThreads();
   Backend& cpu = cpuBackend();
 #ifdef COVPOOL_CUDA_TEST_SELF_CHECK
-  Backend& gpu = cpuBackend();
+  (void)noGpuOk;
+  Backend* gpu = &cpuBackend();
   std::printf("self-check: the CPU backend against itself (no CUDA)\n");
 #else
   const int count = cudaDeviceCount();
   std::printf("CUDA devices: %d\n", count);
+  Backend* gpu = nullptr;
   if (count == 0) {
-    std::printf("FAIL  no CUDA device visible\n");
-    return 1;
+    // Without a GPU (CI) only the checks that need none run; on a GPU machine this is a failure.
+    std::printf("%s no CUDA device: %s\n", noGpuOk ? "SKIP " : "FAIL ", cudaUnavailableReason().c_str());
+    if (!noGpuOk) return 1;
+  } else {
+    gpu = &cudaBackend(0);
   }
-  Backend& gpu = cudaBackend(0);
 #endif
   Rng rng;
   const Shape shapes[] = {
@@ -400,19 +592,32 @@ int main(int argc, char** argv) {
       {"layer B=4 C=16 N=8 singular (syevj)", 4, 16, 8, true},
       {"layer B=3 C=40 N=20 singular (Xsyev)", 3, 40, 20, true},
   };
+  planChecks();
   for (DType t : {DType::F64, DType::F32}) {
     try {
-      elementaryChecks(cpu, gpu, t, rng);
-      errorChecks(cpu, gpu, t, rng);
-      sqrtmChecks(cpu, gpu, t, 3, 10, rng);
-      sqrtmChecks(cpu, gpu, t, 2, 45, rng);
-      for (const Shape& sh : shapes) layerChecks(cpu, gpu, t, sh, rng);
+      for (const Shape& sh : shapes) layerPlanChecks(cpu, t, sh, rng);
+      for (const Shape& sh : shapes)
+        if (sh.singular) eigensolverSpreadChecks(cpu, t, sh, rng);
+      if (!gpu) continue;
+      elementaryChecks(cpu, *gpu, t, rng);
+      errorChecks(cpu, *gpu, t, rng);
+      sqrtmChecks(cpu, *gpu, t, 3, 10, rng);
+      sqrtmChecks(cpu, *gpu, t, 2, 45, rng);
+      for (const Shape& sh : shapes) layerChecks(cpu, *gpu, t, sh, rng);
     } catch (const std::exception& e) {
       ++failures;
       std::printf("FAIL  %s: unexpected exception: %s\n", dtypeName(t), e.what());
     }
   }
-  if (doBench) bench(gpu);
-  std::printf("covpool_cuda_test: %d checks, %d failing\n", checks, failures);
+  if (gpu) {
+    try {
+      chunkedBackwardChecks(cpu, *gpu, rng);
+    } catch (const std::exception& e) {
+      ++failures;
+      std::printf("FAIL  chunked svd-newton backward: unexpected exception: %s\n", e.what());
+    }
+    if (doBench) bench(*gpu);
+  }
+  std::printf("covpool_cuda_test: %d checks, %d failing%s\n", checks, failures, gpu ? "" : " (no GPU: CPU-side checks only)");
   return failures ? 1 : 0;
 }
