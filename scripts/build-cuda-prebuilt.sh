@@ -39,6 +39,7 @@ if [ "${COVPOOL_PREBUILD_HOST:-}" != 1 ] && [ -f scripts/chroot/debian.sh ] && [
   mkdir -p "$root$pkg"
   { tar -C "$pkg" --exclude=./node_modules --exclude=./build --exclude=./build-cmake --exclude=./prebuilds --exclude=./.git \
       --exclude=./gpu-bundle -cf - . || [ $? -eq 1 ]; } | tar -C "$root$pkg" -xf -
+  mkdir -p "$root$pkg/build-cmake"
   # node_modules (or, when it is a link, its target) at the same path inside
   modules="$(readlink -f node_modules)"
   mkdir -p "$root$modules" && mount --bind "$modules" "$root$modules" && mount --make-private "$root$modules"
