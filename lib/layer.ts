@@ -6,6 +6,7 @@ import {
   BackwardOptions,
   BackwardState,
   CallOptions,
+  batchOf,
   DataFormat,
   ForwardResult,
   backwardImpl,
@@ -88,7 +89,7 @@ export class CovPoolLayer {
    * `options.signal` cancels it between batch items; `options.onProgress` reports finished items.
    */
   forward(x: TensorInput, options?: CallOptions): Promise<ForwardResult> {
-    return promised(() => controlled(options, batchSize(x), (c) => this.forwardImpl(x, true, c) as Promise<ForwardResult>));
+    return promised(() => controlled(options, batchOf(x), (c) => this.forwardImpl(x, true, c) as Promise<ForwardResult>));
   }
   forwardSync(x: TensorInput): ForwardResult {
     return this.forwardImpl(x, false) as ForwardResult;
@@ -129,12 +130,6 @@ export class CovPoolLayer {
     if (isGenuineState(state) && state.kind === 'layer' && !this.own.has(state))
       throw new TypeError('covpool: this state was produced by another CovPoolLayer; pass it to the layer that made it');
   }
-}
-
-/** The batch size of an input, for progress reports (0 when unreadable: the forward reports that). */
-function batchSize(x: TensorInput): number {
-  const shape = (x as { shape?: unknown; dims?: unknown } | null)?.shape ?? (x as { dims?: unknown } | null)?.dims;
-  return Array.isArray(shape) && typeof shape[0] === 'number' ? shape[0] : 0;
 }
 
 /** Names and ranges checked now (natively, as at run time), not at the first step that uses them. */

@@ -320,8 +320,8 @@ export function stateBatch(state: unknown): number {
   return Array.isArray(shape) && typeof shape[0] === 'number' ? shape[0] : 0;
 }
 
-/** The batch size of an input, for progress reports (0 when it cannot be read; the op itself then reports the error). */
-function batchOf(x: TensorInput): number {
+/** @internal The batch size of an input, for progress reports (0 when it cannot be read; the op itself then reports the error). */
+export function batchOf(x: TensorInput): number {
   const shape = (x as { shape?: unknown; dims?: unknown } | null)?.shape ?? (x as { dims?: unknown } | null)?.dims;
   return Array.isArray(shape) && typeof shape[0] === 'number' ? shape[0] : 0;
 }
