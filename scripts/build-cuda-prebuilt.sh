@@ -39,6 +39,7 @@ if [ "${COVPOOL_PREBUILD_HOST:-}" != 1 ] && [ -f scripts/chroot/debian.sh ] && [
   mkdir -p "$root$pkg"
   { tar -C "$pkg" --exclude=./node_modules --exclude=./build --exclude=./build-cmake --exclude=./prebuilds --exclude=./.git \
       --exclude=./gpu-bundle -cf - . || [ $? -eq 1 ]; } | tar -C "$root$pkg" -xf -
+  mkdir -p "$root$pkg/build-cmake"
   # node_modules (or, when it is a link, its target) at the same path inside
   modules="$(readlink -f node_modules)"
   mkdir -p "$root$modules" && mount --bind "$modules" "$root$modules" && mount --make-private "$root$modules"
@@ -46,7 +47,7 @@ if [ "${COVPOOL_PREBUILD_HOST:-}" != 1 ] && [ -f scripts/chroot/debian.sh ] && [
   bind_ro "$toolkit"
   nvcc_root="$(readlink -f "$toolkit/bin/..")"
   [ "$nvcc_root" = "$toolkit" ] || bind_ro "$nvcc_root"
-  chroot_sh "$root" "cd $(printf %q "$pkg") && PATH=$(printf %q "$toolkit/bin"):\$PATH npx cmake-js compile --out build-cmake/cuda-prebuild $(printf '%q ' "${cmake_args[@]}") >build-cmake/cuda-prebuild.log 2>&1" \
+  chroot_sh "$root" "cd $(printf %q "$pkg") && mkdir -p build-cmake && PATH=$(printf %q "$toolkit/bin"):\$PATH npx cmake-js compile --out build-cmake/cuda-prebuild $(printf '%q ' "${cmake_args[@]}") >build-cmake/cuda-prebuild.log 2>&1" \
     || { tail -40 "$root$pkg/build-cmake/cuda-prebuild.log"; exit 1; }
   built="$root$pkg/build-cmake/cuda-prebuild/Release/covpool.node"
   strip --strip-unneeded -o prebuilds/linux-x64/cuda/covpool-cuda.node "$built"

@@ -35,7 +35,7 @@ has_header() {
   return 1
 }
 ldconfig="$(command -v ldconfig || echo /sbin/ldconfig)"  # not on a normal user's PATH on Debian
-has_lib() { "$ldconfig" -p 2>/dev/null | grep -q "$1\\.so "; }
+has_lib() { "$ldconfig" -p 2>/dev/null | grep "$1\\.so " >/dev/null; }  # not -q: an early exit fails the pipe
 { has_header cblas.h && has_lib libopenblas; } || missing+=(libopenblas-dev)
 { has_header lapacke.h && has_lib liblapacke; } || missing+=(liblapacke-dev)
 
