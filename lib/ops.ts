@@ -134,7 +134,7 @@ const collected = new FinalizationRegistry<number>(() => {
   sweepQueued = true;
   setImmediate(() => {
     sweepQueued = false;
-    native().sweepStates();
+    for (const a of loadedAddons()) a.sweepStates();
   }).unref();
 });
 

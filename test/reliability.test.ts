@@ -122,6 +122,24 @@ describe('2. memory stays bounded in synchronous loops without dispose()', () =>
     expect(JSON.parse(r.stdout).peak).toBeLessThan(120);
   });
 
+  test('states dropped by a program that makes no further forward are freed once the event loop turns', () => {
+    // Through the package (dist/, as the fuzzer): its FinalizationRegistry asks the addon to sweep.
+    const r = child(
+      `const c = require('./dist/lib');
+       const live = () => { const s = c.sqrtmSync(new c.Tensor(Float64Array.of(1), [1, 1, 1]), 'svd').state; const n = addonOf(s).stateInfo(s.handle).liveStates; s.dispose(); return n - 1; };
+       const addonOf = (s) => s.addon;
+       (function make() { const L = new c.CovPoolLayer('ns'); const x = new c.Tensor(new Float32Array(4 * 8 * 6).map((_, i) => Math.sin(i)), [4, 8, 6]); for (let i = 0; i < 20; i++) L.forwardSync(x); })();
+       const before = live();
+       global.gc();
+       setTimeout(() => setImmediate(() => console.log(JSON.stringify({ before, after: live() }))), 50);`,
+      { args: ['--expose-gc'] },
+    );
+    expect(r).toMatchObject({ signal: null, status: 0 });
+    const { before, after } = JSON.parse(r.stdout);
+    expect(before).toBeGreaterThanOrEqual(20);
+    expect(after).toBe(0);
+  });
+
   test('one clear warning when live states hold a quarter of the memory budget', () => {
     const layer = new CovPoolLayer('ns');
     const first = layer.forwardSync(x);

@@ -23,8 +23,8 @@ struct StateHolder {
 };
 
 struct EnvBook {
-  std::size_t sinceSweep = 0;      // states made since the last sweep
-  std::size_t liveAfterSweep = 0;  // states alive right after it
+  std::size_t sinceSweep = 0, sinceSweepBytes = 0;          // states (and their bytes) made since the last sweep
+  std::size_t liveAfterSweep = 0, liveBytesAfterSweep = 0;  // states (and bytes) alive right after it
 };
 
 // Every holder not yet swept, by id, over all environments (the main thread and workers).
@@ -61,20 +61,25 @@ void release(StateHolder* h, bool adjust) {
 // cleared by the GC itself.
 void sweep(napi_env env) {
   std::vector<StateHolder*> dead;
-  std::size_t alive = 0;
+  std::size_t alive = 0, aliveBytes = 0;
   Registry& r = registry();
   {
     std::lock_guard<std::mutex> lock(r.mu);
     for (auto& [id, h] : r.holders) {
       if (h->env != env) continue;
       napi_value v = nullptr;
-      if (napi_get_reference_value(env, h->weak, &v) == napi_ok && v == nullptr) dead.push_back(h);
-      else ++alive;
+      if (napi_get_reference_value(env, h->weak, &v) == napi_ok && v == nullptr) {
+        dead.push_back(h);
+      } else {
+        ++alive;
+        aliveBytes += h->bytes;
+      }
     }
     for (StateHolder* h : dead) r.holders.erase(h->id);
     EnvBook& book = r.envs[env];
-    book.sinceSweep = 0;
+    book.sinceSweep = book.sinceSweepBytes = 0;
     book.liveAfterSweep = alive;
+    book.liveBytesAfterSweep = aliveBytes;
   }
   for (StateHolder* h : dead) {
     release(h, true);
@@ -83,15 +88,18 @@ void sweep(napi_env env) {
   }
 }
 
-// Sweeps when the states made since the last sweep reach half of those alive after it (at least
-// 32): the cost stays proportional to the states made, and dead ones cannot pile up past that.
-void maybeSweep(napi_env env) {
+// Sweeps when the states made since the last sweep reach half of those alive after it, in number
+// (at least 32) or in bytes (at least 64 MB; one cpu-l ns state is 70 MB): the cost stays
+// proportional to the states made, and dead ones cannot pile up past that.
+void maybeSweep(napi_env env, std::size_t bytes) {
   bool due;
   {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mu);
     EnvBook& book = r.envs[env];
-    due = ++book.sinceSweep >= std::max<std::size_t>(32, book.liveAfterSweep / 2);
+    book.sinceSweepBytes += bytes;
+    due = ++book.sinceSweep >= std::max<std::size_t>(32, book.liveAfterSweep / 2) ||
+          book.sinceSweepBytes >= std::max<std::size_t>(std::size_t(64) << 20, book.liveBytesAfterSweep / 2);
   }
   if (due) sweep(env);
 }
@@ -135,7 +143,7 @@ StateHolder* holderAt(const Napi::CallbackInfo& info, std::size_t index) {
 void initStates(Napi::Env env) { napi_add_env_cleanup_hook(env, onTeardown, static_cast<napi_env>(env)); }
 
 Napi::Value wrapState(Napi::Env env, std::shared_ptr<State> st) {
-  maybeSweep(env);
+  maybeSweep(env, st->bytes());
   auto holder = std::make_unique<StateHolder>();
   holder->state = std::move(st);
   holder->bytes = holder->state->bytes();

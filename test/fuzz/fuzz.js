@@ -156,43 +156,69 @@ function gradFor(g, cp, fwd) {
   return tensorFor(g, cp, shapeFor(g, g.int(2, 3)));
 }
 
+// Options of an async call: none, or an AbortSignal (aborted before, soon after, or never) and a
+// progress callback (sometimes junk), merged into `extra` (an op's own options).
+function callOptions(g, extra) {
+  if (g.chance(0.6)) return extra;
+  const o = { ...(extra || {}) };
+  if (g.chance(0.7)) {
+    const ac = new AbortController();
+    const when = g.pick(['before', 'soon', 'later', 'never']);
+    if (when === 'before') ac.abort();
+    else if (when === 'soon') queueMicrotask(() => ac.abort());
+    else if (when === 'later') setTimeout(() => ac.abort(), g.int(0, 20));
+    o.signal = g.chance(0.95) ? ac.signal : g.pick(WEIRD_VALUES);
+  }
+  if (g.chance(0.5)) o.onProgress = g.chance(0.8) ? () => undefined : g.pick(WEIRD_VALUES);
+  return o;
+}
+function dataFormatOption(g) {
+  if (g.chance(0.5)) return undefined;
+  return { dataFormat: g.chance(0.85) ? g.pick(['channelsFirst', 'channelsLast']) : g.pick(['NHWC', 5, null]) };
+}
+
 // ---- the calls --------------------------------------------------------------------------------
 // Each target builds its arguments from the generator and returns [syncCall, asyncCall | null,
 // checkOutput]: checkOutput false for calls that return the caller's data or documented
 // non-finite values (backwardCoefficientsSync before replacement).
 
 const TARGETS = {
-  covpool: (g, cp) => { const x = features(g, cp); return [() => cp.covpoolSync(x), () => cp.covpool(x), true]; },
+  covpool: (g, cp) => {
+    const x = features(g, cp); const f = dataFormatOption(g); const o = callOptions(g, f);
+    return [() => cp.covpoolSync(x, f), () => cp.covpool(x, o), true];
+  },
   covpoolBackward: (g, cp) => {
     const x = features(g, cp); const A = (() => { try { return cp.covpoolSync(x); } catch { return null; } })();
     const dA = A && g.chance(0.8) ? tensorFor(g, cp, A.shape.slice(), A.dtype) : covariances(g, cp);
-    return [() => cp.covpoolBackwardSync(x, dA), () => cp.covpoolBackward(x, dA), true];
+    const o = callOptions(g);
+    return [() => cp.covpoolBackwardSync(x, dA), () => cp.covpoolBackward(x, dA, o), true];
   },
-  triuvec: (g, cp) => { const s = covariances(g, cp); return [() => cp.triuvecSync(s), () => cp.triuvec(s), true]; },
+  triuvec: (g, cp) => { const s = covariances(g, cp); const o = callOptions(g); return [() => cp.triuvecSync(s), () => cp.triuvec(s, o), true]; },
   triuvecBackward: (g, cp) => {
     const C = dim(g); const B = dim(g);
     const dy = tensorFor(g, cp, [B, typeof C === 'number' ? (C * (C + 1)) / 2 : dim(g)]);
     const c = g.chance(0.9) ? C : g.pick(WEIRD_NUMBERS);
-    return [() => cp.triuvecBackwardSync(dy, c), () => cp.triuvecBackward(dy, c), true];
+    const o = callOptions(g);
+    return [() => cp.triuvecBackwardSync(dy, c), () => cp.triuvecBackward(dy, c, o), true];
   },
-  eigh: (g, cp) => { const a = covariances(g, cp); return [() => cp.eighSync(a), () => cp.eigh(a), true]; },
-  sqrtm: (g, cp) => { const a = covariances(g, cp); const m = methodSpec(g); return [() => cp.sqrtmSync(a, m), () => cp.sqrtm(a, m), true]; },
+  eigh: (g, cp) => { const a = covariances(g, cp); const o = callOptions(g); return [() => cp.eighSync(a), () => cp.eigh(a, o), true]; },
+  sqrtm: (g, cp) => { const a = covariances(g, cp); const m = methodSpec(g); const o = callOptions(g); return [() => cp.sqrtmSync(a, m), () => cp.sqrtm(a, m, o), true]; },
   sqrtmBackward: (g, cp) => {
     const f = stateFor(g, cp, 'sqrtm'); const st = f && f.state ? f.state : f; const dS = gradFor(g, cp, f);
     const opt = g.chance(0.8) ? undefined : { retainState: optionValue(g, 'checkPsd') };
-    return [() => cp.sqrtmBackwardSync(st, dS, opt), () => cp.sqrtmBackward(st, dS, opt), true];
+    return [() => cp.sqrtmBackwardSync(st, dS, opt), () => cp.sqrtmBackward(st, dS, callOptions(g, opt)), true];
   },
   layerForward: (g, cp) => {
-    let layer; try { layer = new cp.CovPoolLayer(methodSpec(g)); } catch { layer = new cp.CovPoolLayer('ns'); }
-    const x = features(g, cp);
-    return [() => layer.forwardSync(x), () => layer.forward(x), true];
+    let layer; try { layer = new cp.CovPoolLayer({ ...Object(methodSpec(g)), ...dataFormatOption(g) }); } catch { layer = new cp.CovPoolLayer('ns'); }
+    const x = features(g, cp); const o = callOptions(g);
+    return [() => layer.forwardSync(x), () => layer.forward(x, o), true];
   },
   layerBackward: (g, cp) => {
     const layer = new cp.CovPoolLayer(g.pick(METHODS));
     let f; try { f = g.chance(0.85) ? layer.forwardSync(features(g, cp)) : stateFor(g, cp, 'layer'); } catch { f = stateFor(g, cp, 'layer'); }
     const st = f && f.state ? f.state : f; const dy = gradFor(g, cp, f);
     const opt = g.chance(0.8) ? undefined : g.pick([{ retainState: true }, { retainState: 'yes' }, 'x', null]);
-    return [() => layer.backwardSync(st, dy, opt), () => layer.backward(st, dy, opt), true];
+    return [() => layer.backwardSync(st, dy, opt), () => layer.backward(st, dy, opt && typeof opt === 'object' ? callOptions(g, opt) : opt), true];
   },
   layerMisc: (g, cp) => {
     const spec = g.chance(0.5) ? methodSpec(g) : { ...methodSpec(g), vectorize: optionValue(g, 'vectorize') };
@@ -212,7 +238,7 @@ const TARGETS = {
   tensor: (g, cp) => {
     const shape = g.chance(0.8) ? shapeFor(g, g.int(0, 4)) : g.pick(WEIRD_VALUES);
     const data = dataFor(g, Array.isArray(shape) ? product(shape) : 4, g.pick(['float32', 'float64']));
-    const plain = g.chance(0.3) ? Array.from(data.length !== undefined && data.length < 1e5 ? data : []) : data;
+    const plain = g.chance(0.3) && data && typeof data === 'object' && data.length < 1e5 ? Array.from(data) : data;
     const dtype = g.chance(0.8) ? undefined : g.pick(['float32', 'float64', 'int32', 5]);
     return [() => {
       const t = g.chance(0.5) ? new cp.Tensor(plain, shape, dtype) : cp.Tensor.from({ data: plain, shape, dtype });
@@ -233,6 +259,15 @@ const TARGETS = {
   budget: (g, cp) => {
     const v = g.chance(0.5) ? g.int(1, 1e9) : g.pick(WEIRD_NUMBERS.concat(WEIRD_VALUES)); const x = features(g, cp);
     return [() => { cp.setMaxBytes(v); return cp.covpoolSync(x); }, null, true];
+  },
+  memory: (g, cp) => {
+    const x = features(g, cp); const layer = new cp.CovPoolLayer(g.pick(METHODS));
+    return [() => {
+      const r = layer.forwardSync(x); // may throw (a bad x): then stats are not reached
+      const before = cp.memoryStats(); const freed = cp.emptyCache(); const after = cp.memoryStats();
+      r.state.dispose();
+      return [before, freed, after, cp.memoryStats()];
+    }, null, true];
   },
   stateMembers: (g, cp) => {
     const f = stateFor(g, cp, g.pick(['layer', 'sqrtm'])); const st = f && f.state ? f.state : f;
@@ -261,7 +296,7 @@ const TARGETS = {
 // ---- checking one case ------------------------------------------------------------------------
 
 function nonFinite(v, depth = 0) {
-  if (depth > 4 || v === null || v === undefined) return null;
+  if (depth > 5 || v === null || v === undefined) return null;
   if (typeof v === 'number') return Number.isFinite(v) ? null : String(v);
   if (v instanceof Float32Array || v instanceof Float64Array) {
     for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) return `${v[i]} at index ${i}`;
@@ -269,12 +304,13 @@ function nonFinite(v, depth = 0) {
   }
   if (Array.isArray(v)) { for (const e of v) { const r = nonFinite(e, depth + 1); if (r) return r; } return null; }
   if (typeof v === 'object') {
-    for (const k of ['data', 'output', 'values', 'vectors', 'p', 'q', 'eps', 'kappa']) if (k in v) { const r = nonFinite(v[k], depth + 1); if (r) return `${k}: ${r}`; }
+    const keys = v.constructor === Object ? Object.keys(v) : ['data', 'output', 'values', 'vectors'];
+    for (const k of keys) if (k in v) { const r = nonFinite(v[k], depth + 1); if (r) return `${k}: ${r}`; }
   }
   return null;
 }
 function isOwnError(e) {
-  return Object.prototype.toString.call(e) === '[object Error]' && /^(TypeError|RangeError|Error)$/.test(e.name) && /^covpool(\/tfjs)?: /.test(e.message);
+  return Object.prototype.toString.call(e) === '[object Error]' && /^(TypeError|RangeError|Error|AbortError)$/.test(e.name) && /^covpool(\/tfjs)?: /.test(e.message);
 }
 
 function describeCase(seed, index) {
