@@ -1,9 +1,11 @@
 {
-  # COVPOOL_STATIC_BLAS=1 (set by `npm run prebuild`) links OpenBLAS and LAPACKE statically, so the
-  # prebuilt binary needs nothing but the C runtime; the default source build links them dynamically.
+  # COVPOOL_STATIC_BLAS=1 (set by `npm run build:prebuilt:here`, which scripts/build-prebuilt.sh runs
+  # in a Debian 11 chroot) links OpenBLAS, LAPACKE and the C++ runtime statically, so the prebuilt
+  # binaries need nothing but the C library (glibc >= 2.28); the default source build links them
+  # dynamically. scripts/blas-paths.js finds OpenBLAS/LAPACKE for the compiler's architecture.
   "variables": {
     "static_blas%": "<!(node -p \"process.env.COVPOOL_STATIC_BLAS === '1' ? 'true' : 'false'\")",
-    "blas_lib_dir%": "<!(node -p \"require('fs').existsSync('/usr/lib/x86_64-linux-gnu/openblas-pthread') ? '/usr/lib/x86_64-linux-gnu/openblas-pthread' : '/usr/lib'\")"
+    "blas_lib_dir%": "<!(node scripts/blas-paths.js libdir)"
   },
   "targets": [
     {
@@ -22,8 +24,7 @@
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "/usr/include/x86_64-linux-gnu/openblas-pthread",
-        "/usr/include/openblas"
+        "<!@(node scripts/blas-paths.js include)"
       ],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
@@ -31,8 +32,9 @@
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "conditions": [
         ["static_blas=='true'", {
-          "sources": ["native/cpu/static/gfortran_runtime.c"],
-          "ldflags": ["-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL", "-L<(blas_lib_dir)"],
+          "sources": ["native/cpu/static/gfortran_runtime.c", "native/cpu/static/glibc_compat.c"],
+          "ldflags": ["-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL", "-L<(blas_lib_dir)",
+                      "-Wl,--wrap=exp", "-Wl,--wrap=log", "-Wl,--wrap=pow", "-Wl,--wrap=exp2", "-Wl,--wrap=log2"],
           "libraries": ["-Wl,-Bstatic", "-llapacke", "-lopenblas", "-Wl,-Bdynamic", "-lpthread", "-lm", "-ldl"]
         }, {
           "libraries": ["-lopenblas", "-llapacke", "-ldl"]

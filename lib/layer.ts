@@ -6,6 +6,7 @@ import {
   BackwardOptions,
   BackwardState,
   CallOptions,
+  batchOf,
   DataFormat,
   ForwardResult,
   backwardImpl,
@@ -88,7 +89,7 @@ export class CovPoolLayer {
    * `options.signal` cancels it between batch items; `options.onProgress` reports finished items.
    */
   forward(x: TensorInput, options?: CallOptions): Promise<ForwardResult> {
-    return promised(() => controlled(options, batchSize(x), (c) => this.forwardImpl(x, true, c) as Promise<ForwardResult>));
+    return promised(() => controlled(options, batchOf(x), (c) => this.forwardImpl(x, true, c) as Promise<ForwardResult>));
   }
   forwardSync(x: TensorInput): ForwardResult {
     return this.forwardImpl(x, false) as ForwardResult;
@@ -131,12 +132,6 @@ export class CovPoolLayer {
   }
 }
 
-/** The batch size of an input, for progress reports (0 when unreadable: the forward reports that). */
-function batchSize(x: TensorInput): number {
-  const shape = (x as { shape?: unknown; dims?: unknown } | null)?.shape ?? (x as { dims?: unknown } | null)?.dims;
-  return Array.isArray(shape) && typeof shape[0] === 'number' ? shape[0] : 0;
-}
-
 /** Names and ranges checked now (natively, as at run time), not at the first step that uses them. */
 function checkedMethodOptions(spec: MethodSpec): MethodOptions {
   const o = toMethodOptions(spec);
@@ -165,10 +160,14 @@ export class MethodSchedule {
 
   constructor(phases: SchedulePhase[]) {
     if (!Array.isArray(phases) || phases.length === 0) throw new RangeError('covpool: a schedule needs at least one phase');
+    // Each phase checked before sorting: sorting compares the starts as numbers.
+    for (const p of phases) {
+      if (p === null || typeof p !== 'object') throw new TypeError(`covpool: a schedule phase must be an object { from, method }, got ${formatValue(p)}`);
+      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${formatValue(p.from)}`);
+    }
     const sorted = phases.slice().sort((a, b) => a.from - b.from);
     if (sorted[0].from !== 0) throw new RangeError('covpool: the first phase of a schedule must start at 0');
     sorted.forEach((p, i) => {
-      if (!Number.isInteger(p.from) || p.from < 0) throw new RangeError(`covpool: schedule phase start must be a non-negative integer, got ${formatValue(p.from)}`);
       if (i > 0 && p.from === sorted[i - 1].from) throw new RangeError(`covpool: two schedule phases start at ${p.from}`);
       checkedMethodOptions(p.method);
     });

@@ -54,6 +54,8 @@ export interface NativeAddon {
   disposeState(state: NativeState): void;
   resolveOptions(options: object, dtype: string, C: number): Record<string, unknown>;
   padeCoefficients(kind: 'geometric' | 'sqrt', degree: number): { p: number[]; q: number[] };
+  /** Frees the states whose JS values the garbage collector has collected. */
+  sweepStates(): void;
   /** The memory budget of one call in bytes; sets it first when given. */
   maxBytes(set?: number): number;
   info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number; cudaReason?: string };
@@ -139,31 +141,37 @@ export function explainNativeError<T>(f: () => T): T {
 /**
  * Loads the addon: COVPOOL_ADDON (an explicit path) if set, else what node-gyp-build finds — a
  * local build (build/Release) first, then the prebuilt binary shipped in prebuilds/<platform>-<arch>.
+ * When none loads, the error names the cause (no binary for this platform, or one that does not load
+ * here, e.g. on a glibc older than 2.28) and the exact command that builds from source, with its
+ * prerequisites (scripts/build-from-source.js; the package has no install script).
  */
 export function native(): NativeAddon {
   if (cached) return cached;
+  const root = packageRoot();
+  let file: string | undefined;
   try {
     const explicit = process.env.COVPOOL_ADDON;
     // eslint-disable-next-line @typescript-eslint/no-var-requires
-    cachedPath = explicit ? require.resolve(explicit) : (require('node-gyp-build') as { path(dir: string): string }).path(packageRoot());
+    file = explicit || (require('node-gyp-build').resolve(root) as string);
+    if (explicit) file = require.resolve(explicit);
+    cachedPath = file;
     // eslint-disable-next-line @typescript-eslint/no-var-requires
-    cached = require(cachedPath) as NativeAddon;
+    cached = require(file) as NativeAddon;
   } catch (err) {
-    let where = 'the covpool package folder';
+    const cause = (err as Error).message.split('\n')[0];
+    const where = `${process.platform}-${process.arch}, Node ${process.version}`;
+    const what = file
+      ? `the native addon ${file} does not load here (${where}): ${cause}.` +
+        (/GLIBC/.test(cause) ? ' This system\'s C library is older than the binary needs (glibc >= 2.28).' : '')
+      : `no prebuilt binary matches this platform (${where}) and there is no local build.`;
+    let help = 'Build it from source with `npx covpool-build`.';
     try {
-      where = packageRoot();
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      help = require(require('path').join(root, 'scripts', 'build-from-source.js')).sourceBuildHelp();
     } catch {
-      /* keep the generic wording */
+      /* keep the short form */
     }
-    // `npm run build:native` works in a checkout and in an installed package alike: npm puts its
-    // own node-gyp on the PATH of run-scripts, so no devDependency is needed.
-    const e = new Error(
-      `covpool: the native addon could not be loaded (${process.platform}-${process.arch}, Node ${process.version}). ` +
-        'No prebuilt binary matches this platform and no local build was found. Build it from source: ' +
-        `\`cd ${where} && npm run build:native\`; that needs a C++ toolchain (g++, make, python3) and ` +
-        'the OpenBLAS/LAPACKE development files (Debian/Ubuntu: `apt-get install build-essential libopenblas-dev liblapacke-dev`). ' +
-        'Cause: ' + (err as Error).message,
-    );
+    const e = new Error(`covpool: ${what} ${help}`);
     (e as Error & { cause?: unknown }).cause = err;
     throw e;
   }

@@ -126,6 +126,18 @@ const genuine = new WeakSet<object>();
 const freedByBackward = new WeakSet<object>();
 let liveStateWarning = false;
 
+// The native side frees a collected state's memory at the next forward (so synchronous loops stay
+// bounded); this frees it in programs that make no further forward, once the event loop turns.
+let sweepQueued = false;
+const collected = new FinalizationRegistry<number>(() => {
+  if (sweepQueued) return;
+  sweepQueued = true;
+  setImmediate(() => {
+    sweepQueued = false;
+    for (const a of loadedAddons()) a.sweepStates();
+  }).unref();
+});
+
 function requireGenuine(state: unknown): asserts state is BackwardState {
   if (state instanceof BackwardState && genuine.has(state)) return;
   throw new TypeError(
@@ -165,6 +177,7 @@ export class BackwardState {
     this.inputShape = Object.freeze(inputShape.slice());
     this.outputShape = Object.freeze(outputShape.slice());
     genuine.add(this);
+    collected.register(this, 0);
     warnOnLiveStates(info.liveStates, info.liveBytes);
   }
   /** Native bytes held (0 once disposed). */
@@ -244,6 +257,7 @@ function expectDType(t: Tensor, dtype: DType, what: string): void {
 }
 
 export function triangleSize(C: number): number {
+  if (!Number.isSafeInteger(C) || C < 0) throw new RangeError(`covpool: C must be a non-negative integer, got ${formatValue(C)}`);
   return (C * (C + 1)) / 2;
 }
 
@@ -306,8 +320,8 @@ export function stateBatch(state: unknown): number {
   return Array.isArray(shape) && typeof shape[0] === 'number' ? shape[0] : 0;
 }
 
-/** The batch size of an input, for progress reports (0 when it cannot be read; the op itself then reports the error). */
-function batchOf(x: TensorInput): number {
+/** @internal The batch size of an input, for progress reports (0 when it cannot be read; the op itself then reports the error). */
+export function batchOf(x: TensorInput): number {
   const shape = (x as { shape?: unknown; dims?: unknown } | null)?.shape ?? (x as { dims?: unknown } | null)?.dims;
   return Array.isArray(shape) && typeof shape[0] === 'number' ? shape[0] : 0;
 }

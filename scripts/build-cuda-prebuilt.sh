@@ -17,11 +17,47 @@ if ! toolkit="$(bash scripts/cuda-toolkit.sh)"; then
   exit 0
 fi
 arch="${CUDA_ARCH:-80-real;90}"
-mkdir -p build-cmake
-say "toolkit $toolkit, architectures $arch"
-PATH="$toolkit/bin:$PATH" npx cmake-js compile --out build-cmake/cuda-prebuild --CDCOVPOOL_CUDA=ON "--CDCUDAToolkit_ROOT=$toolkit" \
-  "--CDCMAKE_CUDA_ARCHITECTURES=$arch" --CDCOVPOOL_STATIC_LINK=ON >build-cmake/cuda-prebuild.log 2>&1 \
-  || { tail -40 build-cmake/cuda-prebuild.log; exit 1; }
-mkdir -p prebuilds/linux-x64/cuda
-strip --strip-unneeded -o prebuilds/linux-x64/cuda/covpool-cuda.node build-cmake/cuda-prebuild/Release/covpool.node
+mkdir -p build-cmake prebuilds/linux-x64/cuda
+pkg="$(pwd -P)"
+cmake_args=(--CDCOVPOOL_CUDA=ON "--CDCUDAToolkit_ROOT=$toolkit" "--CDCMAKE_CUDA_ARCHITECTURES=$arch" --CDCOVPOOL_STATIC_LINK=ON)
+
+if [ "${COVPOOL_PREBUILD_HOST:-}" != 1 ] && [ -f scripts/chroot/debian.sh ] && [ "$(id -u)" = 0 ]; then
+  # In Debian 11, like the CPU prebuild (scripts/build-prebuilt.sh): linked against glibc 2.31 with
+  # the C++ runtime static, the binary loads on glibc >= 2.28. The toolkit (its folder and nvcc's,
+  # which its links point into) is bound in read-only at the same paths.
+  source scripts/chroot/debian.sh
+  builder="$(chroot_prepared bullseye prebuild-cuda-x64 \
+    'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ make python3 cmake libopenblas-dev liblapacke-dev')"
+  say "building in Debian 11 ($builder), toolkit $toolkit, architectures $arch"
+  work="$(mktemp -d /tmp/covpool-cuda-prebuild.XXXXXX)"
+  root="$work/root"
+  trap 'chroot_remove "$root"; rm -rf "$work"' EXIT
+  chroot_fresh "$builder" "$root"
+  bind_ro() {  # the host folder $1 at the same path inside, read-only
+    mkdir -p "$root$1" && mount --bind "$1" "$root$1" && mount --make-private "$root$1" && mount -o remount,bind,ro "$root$1"
+  }
+  mkdir -p "$root$pkg"
+  { tar -C "$pkg" --exclude=./node_modules --exclude=./build --exclude=./build-cmake --exclude=./prebuilds --exclude=./.git \
+      --exclude=./gpu-bundle -cf - . || [ $? -eq 1 ]; } | tar -C "$root$pkg" -xf -
+  mkdir -p "$root$pkg/build-cmake"
+  # node_modules (or, when it is a link, its target) at the same path inside
+  modules="$(readlink -f node_modules)"
+  mkdir -p "$root$modules" && mount --bind "$modules" "$root$modules" && mount --make-private "$root$modules"
+  if [ -L node_modules ]; then ln -s "$modules" "$root$pkg/node_modules"; fi
+  bind_ro "$toolkit"
+  nvcc_root="$(readlink -f "$toolkit/bin/..")"
+  [ "$nvcc_root" = "$toolkit" ] || bind_ro "$nvcc_root"
+  chroot_sh "$root" "cd $(printf %q "$pkg") && mkdir -p build-cmake && PATH=$(printf %q "$toolkit/bin"):\$PATH npx cmake-js compile --out build-cmake/cuda-prebuild $(printf '%q ' "${cmake_args[@]}") >build-cmake/cuda-prebuild.log 2>&1" \
+    || { tail -40 "$root$pkg/build-cmake/cuda-prebuild.log"; exit 1; }
+  built="$root$pkg/build-cmake/cuda-prebuild/Release/covpool.node"
+  strip --strip-unneeded -o prebuilds/linux-x64/cuda/covpool-cuda.node "$built"
+  cp "$root$pkg/build-cmake/cuda-prebuild/build.ninja" build-cmake/cuda-prebuild.ninja 2>/dev/null || true
+else
+  [ -f scripts/chroot/debian.sh ] && say "NOTICE: building on this machine (COVPOOL_PREBUILD_HOST=1 or not root): the binary needs this machine's glibc"
+  say "toolkit $toolkit, architectures $arch"
+  PATH="$toolkit/bin:$PATH" npx cmake-js compile --out build-cmake/cuda-prebuild "${cmake_args[@]}" >build-cmake/cuda-prebuild.log 2>&1 \
+    || { tail -40 build-cmake/cuda-prebuild.log; exit 1; }
+  strip --strip-unneeded -o prebuilds/linux-x64/cuda/covpool-cuda.node build-cmake/cuda-prebuild/Release/covpool.node
+fi
 say "prebuilds/linux-x64/cuda/covpool-cuda.node ($(du -h prebuilds/linux-x64/cuda/covpool-cuda.node | cut -f1))"
+if [ -f scripts/audit-prebuilds.js ]; then node scripts/audit-prebuilds.js prebuilds/linux-x64/cuda; fi

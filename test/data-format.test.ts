@@ -94,4 +94,14 @@ describe('dataFormat channelsLast', () => {
     expectThrow(() => covpoolSync(fake as never), 'TypeError', /TensorFlow\.js tensor.*covpool\/tfjs.*dataSync\(\).*channelsLast/);
     expectThrow(() => new CovPoolLayer('ns').forwardSync(fake as never), 'TypeError', /covpool\/tfjs/);
   });
+
+  test('a real tf.Tensor gets the same advice, and its dataSync() with dataFormat channelsLast is the fix', () => {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const tf = require('@tensorflow/tfjs') as typeof import('@tensorflow/tfjs');
+    const t = tf.tidy(() => tf.randomNormal([2, 7, 7, 16], 0, 1, 'float32', 3));
+    expectThrow(() => new CovPoolLayer('ns').forwardSync(t as never), 'TypeError', /TensorFlow\.js tensor.*covpool\/tfjs.*dataSync\(\)/);
+    const layer = new CovPoolLayer({ method: 'ns', dataFormat: 'channelsLast' });
+    expect(layer.forwardSync(Tensor.from({ data: t.dataSync(), shape: t.shape })).output.shape).toEqual([2, 136]);
+    t.dispose();
+  });
 });

@@ -7,6 +7,9 @@ import * as path from 'path';
 import {
   BackwardState,
   CovPoolLayer,
+  MethodSchedule,
+  backwardCoefficientsSync,
+  triangleSize,
   Tensor,
   covpoolBackwardSync,
   covpoolSync,
@@ -25,7 +28,7 @@ const root = path.join(__dirname, '..');
 
 /** Runs a script in a child node process with the raw addon as `addon`; returns its outcome. */
 function child(script: string, opts: { args?: string[]; env?: Record<string, string> } = {}) {
-  const src = `const addon = require('node-gyp-build')(process.cwd());\n${script}`;
+  const src = `const addon = process.env.COVPOOL_ADDON ? require(process.env.COVPOOL_ADDON) : require('node-gyp-build')(process.cwd());\n${script}`;
   const r = spawnSync(process.execPath, [...(opts.args ?? []), '-e', src], {
     cwd: root,
     encoding: 'utf8',
@@ -119,6 +122,24 @@ describe('2. memory stays bounded in synchronous loops without dispose()', () =>
     expect(JSON.parse(r.stdout).peak).toBeLessThan(120);
   });
 
+  test('states dropped by a program that makes no further forward are freed once the event loop turns', () => {
+    // Through the package (dist/, as the fuzzer): its FinalizationRegistry asks the addon to sweep.
+    const r = child(
+      `const c = require('./dist/lib');
+       const live = () => { const s = c.sqrtmSync(new c.Tensor(Float64Array.of(1), [1, 1, 1]), 'svd').state; const n = addonOf(s).stateInfo(s.handle).liveStates; s.dispose(); return n - 1; };
+       const addonOf = (s) => s.addon;
+       (function make() { const L = new c.CovPoolLayer('ns'); const x = new c.Tensor(new Float32Array(4 * 8 * 6).map((_, i) => Math.sin(i)), [4, 8, 6]); for (let i = 0; i < 20; i++) L.forwardSync(x); })();
+       const before = live();
+       global.gc();
+       setTimeout(() => setImmediate(() => console.log(JSON.stringify({ before, after: live() }))), 50);`,
+      { args: ['--expose-gc'] },
+    );
+    expect(r).toMatchObject({ signal: null, status: 0 });
+    const { before, after } = JSON.parse(r.stdout);
+    expect(before).toBeGreaterThanOrEqual(20);
+    expect(after).toBe(0);
+  });
+
   test('one clear warning when live states hold a quarter of the memory budget', () => {
     const layer = new CovPoolLayer('ns');
     const first = layer.forwardSync(x);
@@ -142,7 +163,7 @@ describe('2. memory stays bounded in synchronous loops without dispose()', () =>
     const r = child(`
       const { Worker } = require('worker_threads');
       const st = () => addon.stateInfo(addon.sqrtm(new Float64Array([1]), 1, 1, { method: 'svd' }, false).state).liveStates;
-      const src = "const a = require('node-gyp-build')(process.cwd()); globalThis.keep = [];" +
+      const src = "const a = process.env.COVPOOL_ADDON ? require(process.env.COVPOOL_ADDON) : require('node-gyp-build')(process.cwd()); globalThis.keep = [];" +
         "for (let i = 0; i < 20; i++) keep.push(a.layer(new Float64Array(4 * 16 * 8).fill(1).map((v, j) => Math.sin(j)), 4, 16, 8, { method: 'ns' }, true, false).state);" +
         "require('worker_threads').parentPort.postMessage(a.stateInfo(keep[0]).liveStates);";
       const w = new Worker(src, { eval: true });
@@ -178,6 +199,13 @@ describe('3. no non-finite value is returned silently (checked after rounding to
   test('eigh of float32 matrices near the top of the range', () => {
     const a = f32([3e38, 3e38, 3e38, 3e38], [1, 2, 2]);
     expectThrow(() => eighSync(a), 'Error', /batch item 0: the eigen(values|vectors) is not finite in float32/);
+  });
+  test('helpers: triangleSize of a non-integer and svd-lyap coefficients of a negative eigenvalue (found by the fuzzer)', () => {
+    expectThrow(() => triangleSize(NaN), 'RangeError', /C must be a non-negative integer, got NaN/);
+    expectThrow(() => triangleSize('3' as never), 'RangeError', /got '3'/);
+    const l = new Tensor(Float64Array.of(-1, 2), [1, 2], 'float64');
+    expectThrow(() => backwardCoefficientsSync(l, 'svd-lyap'), 'Error', /batch item 0: the coefficient matrix is not finite in float64/);
+    expect(backwardCoefficientsSync(l, 'svd-lyap', false).data.some((v) => Number.isNaN(v))).toBe(true); // before replacement: shown as is
   });
   test('the batch item named is the first bad one', () => {
     const x = f32([0, 1, 2, 3, 0, 1e30, 0, -1e30], [2, 2, 2]);
@@ -255,6 +283,10 @@ describe('6. smaller items', () => {
     expectThrow(() => new CovPoolLayer({ method: 'svd-trunc', kappa: '1' } as never), 'RangeError', /got '1'$/);
     expectThrow(() => new CovPoolLayer({ method: 5 } as never), 'RangeError', /unknown method 5;/);
     expectThrow(() => new CovPoolLayer({ method: 'svd', precision: ['float32'] } as never), 'RangeError', /got \['float32'\]$/);
+  });
+  test('schedule phases are checked before they are sorted (a symbol start threw a V8 TypeError; found by the fuzzer)', () => {
+    expectThrow(() => new MethodSchedule([{ from: 0, method: 'ns' }, { from: Symbol('x') as never, method: 'svd' }]), 'RangeError', /phase start must be a non-negative integer, got Symbol\(x\)/);
+    expectThrow(() => new MethodSchedule([{ from: 0, method: 'ns' }, null as never]), 'TypeError', /a schedule phase must be an object \{ from, method \}, got null/);
   });
   test('a forged state gets a message that says what it is', () => {
     const forged = Object.create(BackwardState.prototype) as BackwardState;

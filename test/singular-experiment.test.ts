@@ -116,6 +116,9 @@ describe('singular-GCP experiment: the CI configuration', () => {
       expect(s.completed).toBe(1);
       expect(s.accuracyMean).toBeCloseTo(records[cfg.runs.indexOf(s.run)].finalTestAccuracy as number, 12);
     }
+    // Paired with ns on the same seed.
+    expect(json.summary[0].deltaVsNsMean).toBeNull();
+    expect(json.summary[1].deltaVsNsMean).toBeCloseTo((records[1].finalTestAccuracy as number) - (records[0].finalTestAccuracy as number), 12);
     const md = fs.readFileSync(path.join(dir, 'singular-gcp.md'), 'utf8');
     expect(md.split('\n').filter((l) => l.startsWith('| ')).length).toBe(2 + cfg.runs.length);
     expect(md).toContain('hybrid: ns, then svd-pade from epoch 2');

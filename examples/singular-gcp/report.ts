@@ -11,6 +11,12 @@ export interface Summary {
   accuracyMean: number | null;
   accuracyStd: number | null;
   accuracies: (number | null)[];
+  /**
+   * Paired with ns (same seed: same initial weights and batches): this run's final test accuracy
+   * minus ns's, mean and std over the seeds where both finished. Null for ns itself or without ns.
+   */
+  deltaVsNsMean: number | null;
+  deltaVsNsStd: number | null;
   /** Mean over seeds of each epoch's test accuracy (runs that reached that epoch). */
   epochAccuracyMean: (number | null)[];
   epochAccuracyMin: (number | null)[];
@@ -18,6 +24,8 @@ export interface Summary {
   epochTrainLossMean: (number | null)[];
   /** Mean over seeds of the median |dL/dF| (GCP input gradient) of each epoch. */
   epochGcpGradNormMedian: (number | null)[];
+  /** Mean over seeds of the largest |dL/dF| of a step in each epoch. */
+  epochGcpGradNormMax: (number | null)[];
   /** Mean over seeds of the loss curve (training loss over windows of steps). */
   lossCurveMean: number[];
   finalTrainLossMean: number | null;
@@ -59,6 +67,11 @@ export function summarize(records: RunRecord[], runs: string[], epochs: number):
       Array.from({ length: epochs }, (_, i) => agg(finite(rs.map((r) => (r.epochs[i] ? f(r.epochs[i]) : null)))));
     const curveLen = Math.min(...rs.map((r) => r.lossCurve.length));
     const eps = rs.flatMap((r) => r.epochs);
+    const ns = records.filter((r) => r.run === 'ns');
+    const deltas = run === 'ns' ? [] : finite(rs.map((r) => {
+      const ref = ns.find((q) => q.seed === r.seed);
+      return ref && ref.finalTestAccuracy !== null && r.finalTestAccuracy !== null ? r.finalTestAccuracy - ref.finalTestAccuracy : null;
+    }));
     const lastLoss = finite(rs.map((r) => (r.epochs.length === epochs && !r.error ? r.epochs[epochs - 1].trainLoss : null)));
     return {
       run,
@@ -67,11 +80,14 @@ export function summarize(records: RunRecord[], runs: string[], epochs: number):
       accuracyMean: mean(finite(accs)),
       accuracyStd: std(finite(accs)),
       accuracies: accs,
+      deltaVsNsMean: mean(deltas),
+      deltaVsNsStd: std(deltas),
       epochAccuracyMean: perEpoch((e) => e.testAccuracy, mean),
       epochAccuracyMin: perEpoch((e) => e.testAccuracy, (xs) => (xs.length ? Math.min(...xs) : null)),
       epochAccuracyMax: perEpoch((e) => e.testAccuracy, (xs) => (xs.length ? Math.max(...xs) : null)),
       epochTrainLossMean: perEpoch((e) => e.trainLoss, mean),
       epochGcpGradNormMedian: perEpoch((e) => e.gcpGradNormMedian, mean),
+      epochGcpGradNormMax: perEpoch((e) => e.gcpGradNormMax, mean),
       lossCurveMean: rs.length && Number.isFinite(curveLen) ? Array.from({ length: curveLen }, (_, i) => mean(rs.map((r) => r.lossCurve[i])) as number) : [],
       finalTrainLossMean: mean(lastLoss),
       nonFiniteSteps: rs.reduce((a, r) => a + r.nonFiniteSteps, 0),
@@ -102,11 +118,12 @@ const pct = (x: number | null) => (x === null ? '–' : (100 * x).toFixed(2));
 const sci = (x: number | null) => (x === null || !Number.isFinite(x) ? '–' : x.toExponential(1));
 
 export function markdownTable(sums: Summary[], switchEpoch: number): string {
-  const head = ['run', 'test acc. % (mean ± std)', 'per seed', 'final train loss', 'non-finite grad steps', '‖∂L/∂F‖ median / max', '‖∇θ‖ median / max', 's / run'];
+  const head = ['run', 'test acc. % (mean ± std)', 'per seed', 'minus ns, same seed (mean ± std)', 'final train loss', 'non-finite grad steps', '‖∂L/∂F‖ median / max', '‖∇θ‖ median / max', 's / run'];
   const rows = sums.map((s) => [
     runLabel(s.run, switchEpoch),
     s.accuracyMean === null ? 'no run finished' : `${pct(s.accuracyMean)} ± ${s.accuracyStd === null ? '–' : (100 * s.accuracyStd).toFixed(2)}${s.completed < s.seeds ? ` (${s.completed} of ${s.seeds} finished)` : ''}`,
     s.accuracies.map(pct).join(', '),
+    s.deltaVsNsMean === null ? '–' : `${s.deltaVsNsMean >= 0 ? '+' : '−'}${pct(Math.abs(s.deltaVsNsMean))} ± ${s.deltaVsNsStd === null ? '–' : pct(s.deltaVsNsStd)}`,
     s.finalTrainLossMean === null ? '–' : s.finalTrainLossMean.toFixed(4),
     `${s.nonFiniteSteps} / ${s.steps}`,
     `${sci(s.gcpGradNormMedian)} / ${sci(s.gcpGradNormMax)}`,
@@ -143,7 +160,7 @@ function tickStep(span: number, target: number): number {
 
 export function lineChart(
   series: Series[],
-  opts: { title: string; xLabel: string; yLabel: string; logY?: boolean; xTicks?: number[]; subtitle?: string; xMin?: number; marker?: { x: number; label: string } },
+  opts: { title: string; xLabel: string; yLabel: string; /** log scale where the data span a factor of 10 or more */ logY?: boolean; xTicks?: number[]; subtitle?: string; xMin?: number; marker?: { x: number; label: string } },
 ): string {
   const W = 960;
   const H = 520;
@@ -153,6 +170,8 @@ export function lineChart(
   const bottom = 60;
   const pw = W - left - right;
   const ph = H - top - bottom;
+  const positive = series.flatMap((s) => s.points.map((p) => p[1])).filter((y): y is number => y !== null && Number.isFinite(y) && y > 0);
+  if (opts.logY && positive.length && Math.max(...positive) < 10 * Math.min(...positive)) opts = { ...opts, logY: false };
   const ys = series.flatMap((s) => [...s.points.map((p) => p[1]), ...(s.bars ?? []).flatMap((b) => [b[1], b[2]])]).filter((y): y is number => y !== null && Number.isFinite(y) && (!opts.logY || y > 0));
   const xs = series.flatMap((s) => s.points.map((p) => p[0]));
   const tf = (y: number) => (opts.logY ? Math.log10(y) : y);
@@ -204,7 +223,7 @@ export function lineChart(
     out.push(`<text x="${Number(mx) + 4}" y="${top + ph - 8}" fill="#666" font-size="12">${esc(opts.marker.label)}</text>`);
   }
   out.push(`<text x="${left + pw / 2}" y="${H - 15}" text-anchor="middle">${esc(opts.xLabel)}</text>`);
-  out.push(`<text transform="translate(20 ${top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(opts.yLabel)}</text>`);
+  out.push(`<text transform="translate(20 ${top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(opts.yLabel + (opts.logY ? ' (log scale)' : ''))}</text>`);
   // Series.
   series.forEach((s, i) => {
     const color = PALETTE[i % PALETTE.length];
@@ -257,7 +276,7 @@ function plots(sums: Summary[], cfg: Config): Record<string, string> {
   const grad: Series[] = sums.map((s) => ({
     label: shortLabel(s.run),
     dashed: s.run.includes('>'),
-    points: epochs.map((e, i) => [e, s.epochGcpGradNormMedian[i]]),
+    points: epochs.map((e, i) => [e, s.epochGcpGradNormMax[i]]),
   }));
   return {
     'singular-gcp-accuracy.svg': lineChart(accuracy, { title: 'Test accuracy per epoch (mean over seeds; bars: min–max)', subtitle: sub, xLabel: 'epoch', yLabel: 'test accuracy (%)', marker }),
@@ -270,7 +289,14 @@ function plots(sums: Summary[], cfg: Config): Record<string, string> {
       xMin: 0,
       marker,
     }),
-    'singular-gcp-gradnorm.svg': lineChart(grad, { title: 'Median ‖∂L/∂F‖ per step, F = GCP input (mean over seeds)', subtitle: sub, xLabel: 'epoch', yLabel: 'gradient norm', logY: true, marker }),
+    'singular-gcp-gradnorm.svg': lineChart(grad, {
+      title: 'Largest ‖∂L/∂F‖ of a step in each epoch, F = GCP input (mean over seeds)',
+      subtitle: sub,
+      xLabel: 'epoch',
+      yLabel: 'gradient norm',
+      logY: true,
+      marker,
+    }),
   };
 }
 

@@ -485,7 +485,13 @@ Napi::Value Coefficients(const Napi::CallbackInfo& info) {
     const SqrtmOptions o = resolveOptions(optionsArg(info, 3), DType::F64, C);
     const bool replace = boolArg(info, 4, "replace");
     auto out = std::make_shared<Buffer>();
-    return Task{[=] { *out = backend().coefficients(*l, B, C, o, replace); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+    return Task{[=] {
+                  *out = backend().coefficients(*l, B, C, o, replace);
+                  // Before replacement, non-finite entries are the point of the call; after it, an
+                  // error (e.g. svd-lyap's 1/(sqrt l_i + sqrt l_j) of a negative eigenvalue).
+                  if (replace) requireFinite(*out, B, "the coefficient matrix");
+                },
+                [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
 }
 
@@ -528,6 +534,12 @@ Napi::Value DisposeState(const Napi::CallbackInfo& info) {
   } catch (const std::exception& e) {
     throw jsError(env, e.what());
   }
+}
+
+// sweepStates(): frees the states whose JS values the garbage collector has collected.
+Napi::Value SweepStates(const Napi::CallbackInfo& info) {
+  sweepStates(info.Env());
+  return info.Env().Undefined();
 }
 
 // maxBytes(newLimit?) -> the memory budget of one call in bytes (after setting it, when given).
@@ -706,6 +718,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
   exports.Set("maxBytes", Napi::Function::New(env, MaxBytes));
+  exports.Set("sweepStates", Napi::Function::New(env, SweepStates));
   exports.Set("preloadLibrary", Napi::Function::New(env, PreloadLibrary));
   return exports;
 }

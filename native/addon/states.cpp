@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <mutex>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "../core/errors.h"
@@ -15,26 +15,28 @@ namespace {
 const napi_type_tag kStateTag = {0x636f76706f6f6c31ULL, 0x7374617465000001ULL};
 
 struct StateHolder {
+  std::uint64_t id = 0;          // the handle's read-only `id`
   std::shared_ptr<State> state;  // null once freed
   std::size_t bytes = 0;         // what was reported to V8 and counted as live
   napi_env env = nullptr;
-  napi_ref weak = nullptr;       // refcount 0: the GC clears it the moment the external dies
+  napi_ref weak = nullptr;       // refcount 0: the GC clears it the moment the handle dies
 };
 
 struct EnvBook {
-  std::size_t sinceSweep = 0;      // states made since the last sweep
-  std::size_t liveAfterSweep = 0;  // states alive right after it
+  std::size_t sinceSweep = 0, sinceSweepBytes = 0;          // states (and their bytes) made since the last sweep
+  std::size_t liveAfterSweep = 0, liveBytesAfterSweep = 0;  // states (and bytes) alive right after it
 };
 
-// Every holder not yet finalized, over all environments (the main thread and workers). Reachable
-// from a global, so leak checkers do not report states alive at a process.exit() as lost.
+// Every holder not yet swept, by id, over all environments (the main thread and workers).
+// Reachable from a global, so leak checkers do not report states alive at a process.exit().
 struct Registry {
   std::mutex mu;
-  std::unordered_set<StateHolder*> holders;
+  std::uint64_t nextId = 1;
+  std::unordered_map<std::uint64_t, StateHolder*> holders;
   std::unordered_map<napi_env, EnvBook> envs;
 };
 Registry& registry() {
-  static Registry* r = new Registry;  // never destroyed: finalizers may run during teardown
+  static Registry* r = new Registry;  // never destroyed: a worker's teardown may come after static destructors
   return *r;
 }
 std::atomic<std::size_t> gLiveCount{0}, gLiveBytes{0};
@@ -52,67 +54,88 @@ void release(StateHolder* h, bool adjust) {
   h->state.reset();
 }
 
-// Frees the states of `env` whose JS values the garbage collector has already collected. Their
-// finalizers only run once the event loop turns; a synchronous training loop never lets it.
+// Frees the states of `env` whose JS handles the garbage collector has collected, and their
+// holders. A handle is a plain type-tagged object, not an External with a finalizer: Node runs
+// finalizers only once the event loop turns (a synchronous training loop never lets it), and keeps
+// a native record per External that leak checkers report as lost at exit. The weak reference is
+// cleared by the GC itself.
 void sweep(napi_env env) {
-  std::vector<StateHolder*> candidates;
+  std::vector<StateHolder*> dead;
+  std::size_t alive = 0, aliveBytes = 0;
   Registry& r = registry();
   {
     std::lock_guard<std::mutex> lock(r.mu);
-    for (StateHolder* h : r.holders)
-      if (h->env == env && h->state) candidates.push_back(h);
+    for (auto& [id, h] : r.holders) {
+      if (h->env != env) continue;
+      napi_value v = nullptr;
+      if (napi_get_reference_value(env, h->weak, &v) == napi_ok && v == nullptr) {
+        dead.push_back(h);
+      } else {
+        ++alive;
+        aliveBytes += h->bytes;
+      }
+    }
+    for (StateHolder* h : dead) r.holders.erase(h->id);
+    EnvBook& book = r.envs[env];
+    book.sinceSweep = book.sinceSweepBytes = 0;
+    book.liveAfterSweep = alive;
+    book.liveBytesAfterSweep = aliveBytes;
   }
-  std::size_t alive = 0;
-  for (StateHolder* h : candidates) {
-    napi_value v = nullptr;
-    if (napi_get_reference_value(env, h->weak, &v) == napi_ok && v == nullptr) release(h, true);
-    else ++alive;
+  for (StateHolder* h : dead) {
+    release(h, true);
+    napi_delete_reference(env, h->weak);
+    delete h;
   }
-  std::lock_guard<std::mutex> lock(r.mu);
-  EnvBook& book = r.envs[env];
-  book.sinceSweep = 0;
-  book.liveAfterSweep = alive;
 }
 
-// Sweeps when the states made since the last sweep reach half of those alive after it (at least
-// 32): the cost stays proportional to the states made, and dead ones cannot pile up past that.
-void maybeSweep(napi_env env) {
+// Sweeps when the states made since the last sweep reach half of those alive after it, in number
+// (at least 32) or in bytes (at least 64 MB; one cpu-l ns state is 70 MB): the cost stays
+// proportional to the states made, and dead ones cannot pile up past that.
+void maybeSweep(napi_env env, std::size_t bytes) {
   bool due;
   {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mu);
     EnvBook& book = r.envs[env];
-    due = ++book.sinceSweep >= std::max<std::size_t>(32, book.liveAfterSweep / 2);
+    book.sinceSweepBytes += bytes;
+    due = ++book.sinceSweep >= std::max<std::size_t>(32, book.liveAfterSweep / 2) ||
+          book.sinceSweepBytes >= std::max<std::size_t>(std::size_t(64) << 20, book.liveBytesAfterSweep / 2);
   }
   if (due) sweep(env);
 }
 
+// Environment teardown (the end of the process or of a worker): every state of it is freed.
 void onTeardown(void* arg) {
   const napi_env env = static_cast<napi_env>(arg);
+  std::vector<StateHolder*> mine;
   Registry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mu);
-  for (StateHolder* h : r.holders)
-    if (h->env == env) release(h, false);
-  r.envs.erase(env);
-}
-
-void finalize(Napi::Env env, StateHolder* h) {
   {
-    Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mu);
-    r.holders.erase(h);
+    for (auto& [id, h] : r.holders)
+      if (h->env == env) mine.push_back(h);
+    for (StateHolder* h : mine) r.holders.erase(h->id);
+    r.envs.erase(env);
   }
-  release(h, true);
-  if (h->weak) napi_delete_reference(env, h->weak);
-  delete h;
+  for (StateHolder* h : mine) {
+    release(h, false);
+    napi_delete_reference(env, h->weak);
+    delete h;
+  }
 }
 
 StateHolder* holderAt(const Napi::CallbackInfo& info, std::size_t index) {
-  if (index >= info.Length() || !info[index].IsExternal())
+  if (index >= info.Length() || !info[index].IsObject())
     throw CovpoolError("TypeError: state must be the state object returned by a forward call");
-  auto ext = info[index].As<Napi::External<StateHolder>>();
-  if (!ext.CheckTypeTag(&kStateTag)) throw CovpoolError("TypeError: state is not a covpool state");
-  return ext.Data();
+  Napi::Object o = info[index].As<Napi::Object>();
+  if (!o.CheckTypeTag(&kStateTag)) throw CovpoolError("TypeError: state is not a covpool state");
+  const Napi::Value id = o.Get("id");  // read-only, set natively with the tag
+  if (!id.IsNumber()) throw CovpoolError("TypeError: state is not a covpool state");
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto it = r.holders.find(static_cast<std::uint64_t>(id.As<Napi::Number>().DoubleValue()));
+  if (it == r.holders.end() || it->second->env != static_cast<napi_env>(info.Env()))
+    throw CovpoolError("TypeError: state is not a state of this thread (or its environment has ended)");
+  return it->second;
 }
 
 }  // namespace
@@ -120,24 +143,34 @@ StateHolder* holderAt(const Napi::CallbackInfo& info, std::size_t index) {
 void initStates(Napi::Env env) { napi_add_env_cleanup_hook(env, onTeardown, static_cast<napi_env>(env)); }
 
 Napi::Value wrapState(Napi::Env env, std::shared_ptr<State> st) {
-  maybeSweep(env);
-  auto* h = new StateHolder;
-  h->state = std::move(st);
-  h->bytes = h->state->bytes();
-  h->env = env;
-  auto ext = Napi::External<StateHolder>::New(env, h, finalize);
-  ext.TypeTag(&kStateTag);
-  if (napi_create_reference(env, ext, 0, &h->weak) != napi_ok) h->weak = nullptr;
+  maybeSweep(env, st->bytes());
+  auto holder = std::make_unique<StateHolder>();
+  holder->state = std::move(st);
+  holder->bytes = holder->state->bytes();
+  holder->env = env;
+  {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mu);
+    holder->id = r.nextId++;
+  }
+  Napi::Object handle = Napi::Object::New(env);
+  handle.DefineProperty(Napi::PropertyDescriptor::Value("id", Napi::Number::New(env, static_cast<double>(holder->id)), napi_enumerable));
+  handle.TypeTag(&kStateTag);
+  handle.Freeze();
+  if (napi_create_reference(env, handle, 0, &holder->weak) != napi_ok) throw CovpoolError("internal: cannot track the backward state");
+  StateHolder* h = holder.release();
   gLiveCount++;
   gLiveBytes += h->bytes;
   {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mu);
-    r.holders.insert(h);
+    r.holders.emplace(h->id, h);
   }
   if (h->bytes) Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(h->bytes));
-  return ext;
+  return handle;
 }
+
+void sweepStates(Napi::Env env) { sweep(env); }
 
 std::shared_ptr<State> stateArg(const Napi::CallbackInfo& info, std::size_t index) {
   StateHolder* h = holderAt(info, index);

@@ -2,8 +2,8 @@
 //  - a state is an External holding a shared_ptr<State>, type-tagged so no other external passes;
 //  - dispose (explicit, or by a backward that does not retain it) frees the memory at once;
 //  - a state the program dropped is freed by the next forward after the garbage collector found it
-//    dead, not only when Node runs finalizers (which waits for the event loop to turn, so a
-//    synchronous loop would otherwise grow without bound);
+//    dead (or by sweepStates, which lib/ calls from a FinalizationRegistry), not by a Node
+//    finalizer: those wait for the event loop to turn, so a synchronous loop grew without bound;
 //  - at environment teardown (process end, worker exit) every remaining state is freed.
 #pragma once
 #include <napi.h>
@@ -20,6 +20,9 @@ void initStates(Napi::Env env);
 
 // A new state value for the JS side (sweeps states found dead since the last sweep first).
 Napi::Value wrapState(Napi::Env env, std::shared_ptr<State> st);
+
+// Frees now the states of this environment that the garbage collector has collected.
+void sweepStates(Napi::Env env);
 
 // The state behind a JS value; throws a TypeError for anything that is not a live state.
 std::shared_ptr<State> stateArg(const Napi::CallbackInfo& info, std::size_t index);

@@ -229,6 +229,23 @@ template <class T> __global__ void normalizerKernel(const T* a, int n, Normaliza
     for (std::size_t k = threadIdx.x; k < m; k += blockDim.x) s += static_cast<double>(ab[k]) * ab[k];
     s = blockReduce(s, SumOp{}, 0.0);
     t = kmath::sqrtT(static_cast<T>(s));
+    // The sum of squares overflows (entries near 1e155) or underflows (below 1e-162) in double:
+    // recompute with the entries scaled by the largest magnitude, as the CPU backend does. Every
+    // thread holds the same s, so the whole block takes this branch or none.
+    if (s == s && !(s >= 1e-290 && s <= 1e290)) {  // (NaN entries are flagged elsewhere)
+      double mx = 0;
+      for (std::size_t k = threadIdx.x; k < m; k += blockDim.x) mx = fmax(mx, fabs(static_cast<double>(ab[k])));
+      mx = blockReduce(mx, MaxOp{}, 0.0);
+      if (mx > 0 && mx <= 1.7976931348623157e308) {
+        double q = 0;
+        for (std::size_t k = threadIdx.x; k < m; k += blockDim.x) {
+          const double v = static_cast<double>(ab[k]) / mx;
+          q += v * v;
+        }
+        q = blockReduce(q, SumOp{}, 0.0);
+        t = static_cast<T>(mx * sqrt(q));
+      }
+    }
   } else if (nm == Normalization::Trace) {
     // n additions: done by one thread in the CPU's order, so tau is bit-identical to the CPU's.
     t = T(0);
