@@ -44,10 +44,16 @@ export function shapeString(shape: readonly unknown[]): string {
   return Array.isArray(shape) ? '[' + shape.map((d) => formatValue(d, 1)).join(', ') + ']' : formatValue(shape);
 }
 
-// Bytes a copy may take before it starts: the addon's memory budget of one call.
+// Bytes a copy may take before it starts: the addon's memory budget of one call (its default, half
+// the physical memory, when the addon cannot be loaded: building a Tensor does not need it).
 function copyBudget(): number {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  return (require('./native') as typeof import('./native')).native().maxBytes();
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return (require('./native') as typeof import('./native')).native().maxBytes();
+  } catch {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return (require('os') as typeof import('os')).totalmem() / 2;
+  }
 }
 
 /** A TensorFlow.js tensor (duck-typed: covpool never loads tfjs itself). */
