@@ -36,8 +36,8 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, double alpha, const doub
 // symmetric (op(A): n x k, op(B): k x n, row-major; the strictly lower triangle of C is left as it
 // was). OpenBLAS 0.3.21 has no gemmt, so this halves recursively: the off-diagonal block is one
 // GEMM, the two diagonal blocks recurse down to leaves of <= 32 rows done in full. Measured with
-// single-threaded OpenBLAS (CPU time, float32 and float64): 0.6 of a full GEMM at n = 256,
-// 0.75-0.95 at n = 64 (the ideal is 0.5).
+// single-threaded OpenBLAS (CPU time, float32 and float64, bench/native/kernels.cpp): 0.57-0.58 of
+// a full GEMM at n = 256, 0.76-0.78 at n = 64 (the ideal is 0.5).
 template <class T>
 void gemmUpper(bool ta, bool tb, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
   constexpr int leaf = 32;

@@ -1,0 +1,128 @@
+// Kernel microbenchmark behind the README's profile: CPU time (this thread only, so other load on
+// the machine hardly matters) of the LAPACK symmetric eigensolvers and their parts on covariance
+// matrices of the two CPU workloads, and of gemmUpper (native/cpu/blas.h) against a full GEMM.
+// Single-threaded OpenBLAS, as covpool runs it.
+//
+//   g++ -O2 -std=c++17 bench/native/kernels.cpp -I/usr/include/x86_64-linux-gnu/openblas-pthread \
+//       -lopenblas -llapacke -o /tmp/covpool-kernels && /tmp/covpool-kernels
+#include <time.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "../../native/cpu/blas.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+using namespace covpool::cpu;
+
+static double threadCpuUs() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec * 1e6 + t.tv_nsec * 1e-3;
+}
+
+// Lower-quartile CPU time of `reps` calls of f, in microseconds.
+template <class F> double cpuUs(F&& f, int reps) {
+  std::vector<double> v;
+  for (int r = 0; r < reps; ++r) {
+    const double t = threadCpuUs();
+    f();
+    v.push_back(threadCpuUs() - t);
+  }
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 4];
+}
+
+// `items` covariances of centred ReLU features (n channels, N positions): rank N - 1 < n for cpu-s.
+static std::vector<double> covariances(int n, int N, int items) {
+  std::mt19937 g(1);
+  std::normal_distribution<double> d;
+  const std::size_t m = static_cast<std::size_t>(n) * n;
+  std::vector<double> a(m * items), x(static_cast<std::size_t>(n) * N);
+  for (int b = 0; b < items; ++b) {
+    for (auto& v : x) v = std::max(0.0, d(g));
+    for (int i = 0; i < n; ++i) {
+      double mu = 0;
+      for (int k = 0; k < N; ++k) mu += x[i * N + k];
+      for (int k = 0; k < N; ++k) x[i * N + k] -= mu / N;
+    }
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, n, N, 1.0 / N, x.data(), N, 0.0, a.data() + b * m, n);
+    mirrorUpper(a.data() + b * m, n);
+  }
+  return a;
+}
+
+static void eigensolvers(int n, int N, int items, int reps) {
+  const std::size_t m = static_cast<std::size_t>(n) * n;
+  const std::vector<double> a = covariances(n, N, items);
+  std::vector<double> w(m), z(m), l(n), d(n), e(n), tau(n), d0, e0;
+  std::vector<double> work(4 * (1 + 6 * static_cast<std::size_t>(n) + 2 * m) + 64 * static_cast<std::size_t>(n));
+  std::vector<lapack_int> iwork(20 * static_cast<std::size_t>(n) + 16), isuppz(2 * n);
+  const lapack_int lw = static_cast<lapack_int>(work.size()), liw = static_cast<lapack_int>(iwork.size());
+  // Per matrix, over all items (each call starts from a fresh copy of its matrix).
+  auto full = [&](auto&& solve) {
+    return cpuUs([&] {
+      for (int b = 0; b < items; ++b) {
+        std::copy(a.begin() + b * m, a.begin() + (b + 1) * m, w.begin());
+        solve();
+      }
+    }, reps) / items;
+  };
+  int found = 0;
+  printf("n = %d (covariance of %d positions), CPU us per matrix:\n", n, N);
+  printf("  dsyevd                  %8.1f\n", full([&] { LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, w.data(), n, l.data(), work.data(), lw, iwork.data(), liw); }));
+  printf("  dsyevr                  %8.1f\n", full([&] { LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'V', 'A', 'U', n, w.data(), n, 0, 0, 0, 0, 0, &found, l.data(), z.data(), n, isuppz.data(), work.data(), lw, iwork.data(), liw); }));
+  printf("  dsyev                   %8.1f\n", full([&] { LAPACKE_dsyev_work(LAPACK_COL_MAJOR, 'V', 'U', n, w.data(), n, l.data(), work.data(), lw); }));
+  printf("  dsytrd (tridiagonalize) %8.1f\n", full([&] { LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'U', n, w.data(), n, d.data(), e.data(), tau.data(), work.data(), lw); }));
+  // The tridiagonal solvers, on the last item's tridiagonal form.
+  std::copy(a.end() - m, a.end(), w.begin());
+  LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'U', n, w.data(), n, d.data(), e.data(), tau.data(), work.data(), lw);
+  d0 = d;
+  e0 = e;
+  auto tri = [&](auto&& solve) {
+    return cpuUs([&] {
+      for (int b = 0; b < items; ++b) {
+        d = d0;
+        e = e0;
+        solve();
+      }
+    }, reps) / items;
+  };
+  lapack_logical tryrac = 1;
+  printf("  dstedc (divide and conquer, vectors) %8.1f\n", tri([&] { LAPACKE_dstedc_work(LAPACK_COL_MAJOR, 'I', n, d.data(), e.data(), z.data(), n, work.data(), lw, iwork.data(), liw); }));
+  printf("  dstemr (MRRR, vectors)               %8.1f\n", tri([&] { LAPACKE_dstemr_work(LAPACK_COL_MAJOR, 'V', 'A', n, d.data(), e.data(), 0, 0, 0, 0, &found, l.data(), z.data(), n, n, isuppz.data(), &tryrac, work.data(), lw, iwork.data(), liw); }));
+  printf("  dsteqr (implicit QL/QR, vectors)     %8.1f\n", tri([&] { LAPACKE_dsteqr_work(LAPACK_COL_MAJOR, 'I', n, d.data(), e.data(), z.data(), n, work.data()); }));
+  printf("  dsterf (values only)                 %8.1f\n", tri([&] { LAPACKE_dsterf(n, d.data(), e.data()); }));
+  printf("  dormtr (back-transformation)         %8.1f\n", cpuUs([&] {
+    for (int b = 0; b < items; ++b) LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'U', 'N', n, n, w.data(), n, tau.data(), z.data(), n, work.data(), lw);
+  }, reps) / items);
+}
+
+template <class T> static void products(int n, int reps) {
+  std::mt19937 g(2);
+  std::normal_distribution<double> d;
+  const std::size_t m = static_cast<std::size_t>(n) * n;
+  std::vector<T> a(m), b(m), c(m);
+  for (auto& v : a) v = static_cast<T>(d(g));
+  for (auto& v : b) v = static_cast<T>(d(g));
+  const int inner = n > 100 ? 4 : 64;  // calls per timing, so the clock's resolution does not matter
+  const double full = cpuUs([&] { for (int i = 0; i < inner; ++i) gemm(false, false, n, T(1), a.data(), b.data(), T(0), c.data()); }, reps) / inner;
+  const double upper = cpuUs([&] { for (int i = 0; i < inner; ++i) gemmUpper(n, T(1), a.data(), b.data(), T(0), c.data()); }, reps) / inner;
+  const double mirror = cpuUs([&] { for (int i = 0; i < inner; ++i) mirrorUpper(c.data(), n); }, reps) / inner;
+  printf("%s n = %3d: GEMM %8.1f us, gemmUpper %8.1f us (%.2f of the GEMM), mirrorUpper %6.2f us\n",
+         sizeof(T) == 4 ? "float32" : "float64", n, full, upper, upper / full, mirror);
+}
+
+int main() {
+  openblas_set_num_threads(1);
+  eigensolvers(64, 49, 64, 15);
+  eigensolvers(256, 196, 4, 5);
+  for (int n : {64, 256}) {
+    products<float>(n, 15);
+    products<double>(n, 15);
+  }
+  return 0;
+}
