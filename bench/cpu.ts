@@ -1,7 +1,8 @@
 // CPU benchmark: forward + backward of the full GCP layer (covpool -> square root -> triuvec) for
 // every method on the CPU workloads of the design (cpu-l, cpu-s), plus the pieces (covariance
 // pooling alone, eigendecomposition alone) and, for Newton-Schulz, its FLOP count against a GEMM
-// floor. Optionally compares with a JSON written by a PyTorch reference run in the same session.
+// floor. Optionally compares with the JSON of bench/torch/bench_layers.py (the same layers in PyTorch)
+// run in the same session (bench/run-cpu.sh does both).
 //
 //   node dist/bench/cpu.js [--workloads cpu-l,cpu-s] [--methods ns,svd,...] [--repeats 9]
 //                          [--warmup 3] [--warmup-ms 500] [--inputs 4] [--out file.json] [--anchor torch.json]
@@ -62,7 +63,7 @@ const USAGE = `usage: node dist/bench/cpu.js [options]
                      calls to reach the steady state of a training loop)
   --inputs N         distinct input sets cycled through the runs (default 4)
   --out FILE         JSON output (default bench/results/tmp-cpu-<date>.json)
-  --anchor FILE      JSON of the PyTorch anchor (bench_torch.py) run in the same session
+  --anchor FILE      JSON of the PyTorch baseline (bench/torch/bench_layers.py) run in the same session
   --gemm-rate-f32 R  GFLOP/s used for the GEMM floor, float32 (default 180 or $COVPOOL_BENCH_GEMM_F32)
   --gemm-rate-f64 R  GFLOP/s, float64 (default 100 or $COVPOOL_BENCH_GEMM_F64)
   --no-pieces        skip the covpool / eigh piece timings
