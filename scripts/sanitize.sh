@@ -35,7 +35,10 @@ echo "sanitize: addon $COVPOOL_ADDON loads under $LIBASAN"
 
 echo "== sanitize: jest suite under ASan/UBSan"
 LOG=/tmp/covpool-asan-jest.log
-san npx jest --runInBand 2>&1 | tee "$LOG" | grep -E "^(PASS|FAIL)|Tests:" || true
+# test/cuda-loader.test.ts is left out: it loads the separately built CUDA-enabled binary, which is
+# not instrumented and links its own static C++ runtime; ASan cannot pair that runtime's operator
+# new with the preloaded operator delete and reports an alloc-dealloc mismatch that is not a bug.
+san npx jest --runInBand --testPathIgnorePatterns cuda-loader 2>&1 | tee "$LOG" | grep -E "^(PASS|FAIL)|Tests:" || true
 if grep -qE "ERROR: AddressSanitizer|runtime error:|SUMMARY: (Address|UndefinedBehavior)Sanitizer" "$LOG"; then
   grep -E -A30 "ERROR: AddressSanitizer|runtime error:" "$LOG" | head -80; echo "sanitize: sanitizer report in the jest run" >&2; exit 1
 fi

@@ -47,9 +47,11 @@ describe('AbortSignal', () => {
     const r = await layer.forward(features, { signal: ctl.signal });
     ctl.abort(); // too late: nothing to cancel
     expect(r.output.shape).toEqual([B, 96 * 97 / 2]);
+    // An aborted backward (aborted before it starts, so no race with a fast backward finishing
+    // first; a mid-call abort is the test above) leaves a retained state usable.
     const ctl2 = new AbortController();
-    const p = layer.backward(r.state, Tensor.zeros([B, 96 * 97 / 2]), { signal: ctl2.signal, retainState: true });
     ctl2.abort();
+    const p = layer.backward(r.state, Tensor.zeros([B, 96 * 97 / 2]), { signal: ctl2.signal, retainState: true });
     const e = await rejection(p);
     expect(e.name).toBe('AbortError');
     const again = await layer.backward(r.state, Tensor.zeros([B, 96 * 97 / 2]));
