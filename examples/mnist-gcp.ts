@@ -15,6 +15,7 @@ import * as path from 'path';
 import type * as TF from '@tensorflow/tfjs';
 import { METHODS, Method, MethodSchedule, backendInfo } from '../lib';
 import { CovPoolLayerInstance, covPoolLayer, scheduleCallback } from '../lib/tfjs';
+import { parseFlags, permutation, rng } from './common';
 
 // ---- command line ------------------------------------------------------------------------------
 
@@ -69,31 +70,7 @@ function installed(name: string): boolean {
 }
 
 function parseArgs(argv: string[]): Config {
-  const flags = new Map<string, string>();
-  let quick = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--help' || a === '-h') {
-      console.log(HELP);
-      process.exit(0);
-    }
-    if (a === '--quick') {
-      quick = true;
-      continue;
-    }
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a);
-    if (!m) throw new Error(`unknown argument '${a}' (see --help)`);
-    const value = m[2] ?? argv[++i];
-    if (value === undefined) throw new Error(`--${m[1]} needs a value`);
-    flags.set(m[1], value);
-  }
-  const known = ['epochs', 'train', 'test', 'batch', 'channels', 'lr', 'seed', 'backend', 'conv', 'methods', 'switch-epoch', 'out', 'export-features'];
-  for (const k of flags.keys()) if (!known.includes(k)) throw new Error(`unknown option --${k} (see --help)`);
-  const int = (k: string, d: number, min = 1) => {
-    const v = flags.has(k) ? Number(flags.get(k)) : d;
-    if (!Number.isInteger(v) || v < min) throw new Error(`--${k} must be an integer >= ${min}, got '${flags.get(k)}'`);
-    return v;
-  };
+  const { flags, quick, int } = parseFlags(argv, HELP, ['epochs', 'train', 'test', 'batch', 'channels', 'lr', 'seed', 'backend', 'conv', 'methods', 'switch-epoch', 'out', 'export-features']);
   const epochs = int('epochs', quick ? 2 : 5);
   const train = int('train', quick ? 400 : 8000);
   const test = int('test', quick ? 500 : 2000);
@@ -129,26 +106,6 @@ function parseArgs(argv: string[]): Config {
 }
 
 // ---- data --------------------------------------------------------------------------------------
-
-/** Deterministic PRNG (mulberry32): the split and the batch order depend on --seed only. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function permutation(n: number, r: () => number): Int32Array {
-  const p = Int32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-}
 
 interface Digits {
   images: Float32Array; // [n, 28, 28, 1], values in [0, 1]

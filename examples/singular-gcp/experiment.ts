@@ -2,7 +2,8 @@
 // Every run of a given seed sees the same initial weights, the same training digits in the same
 // batch order, and is tested on the same digits: runs differ only in the GCP method.
 import { METHODS, Method, MethodSchedule } from '../../lib';
-import { CLASSES, IMAGE, Network, rng } from './model';
+import { CLASSES, IMAGE, Network } from './model';
+import { permutation, rng } from '../common';
 
 export interface Config {
   /** Training digits (taken after the test digits in a fixed permutation of the 10,000). */
@@ -50,15 +51,6 @@ export function loadMnist(): Digits {
       labels[k] = d;
     }
   return { images, labels };
-}
-
-export function permutation(n: number, r: () => number): Int32Array {
-  const p = Int32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
 }
 
 export function subset(all: Digits, idx: ArrayLike<number>): Digits {

@@ -16,6 +16,7 @@ import * as path from 'path';
 import { backendInfo } from '../../lib';
 import { Config, DEFAULT_RUNS, RunRecord, loadMnist, scheduleOf, split, trainRun } from './experiment';
 import { writeResults } from './report';
+import { parseFlags } from '../common';
 
 const HELP = `usage: node dist/examples/singular-gcp/main.js [options]
   --train N        training digits (default 2500; quick: 160)
@@ -45,31 +46,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const flags = new Map<string, string>();
-  let quick = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--help' || a === '-h') {
-      console.log(HELP);
-      process.exit(0);
-    }
-    if (a === '--quick') {
-      quick = true;
-      continue;
-    }
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a);
-    if (!m) throw new Error(`unknown argument '${a}' (see --help)`);
-    const value = m[2] ?? argv[++i];
-    if (value === undefined) throw new Error(`--${m[1]} needs a value`);
-    flags.set(m[1], value);
-  }
-  const known = ['train', 'test', 'epochs', 'batch', 'channels', 'optimizer', 'lr', 'seeds', 'runs', 'switch-epoch', 'jobs', 'out-dir'];
-  for (const k of flags.keys()) if (!known.includes(k)) throw new Error(`unknown option --${k} (see --help)`);
-  const int = (k: string, d: number, min = 1) => {
-    const v = flags.has(k) ? Number(flags.get(k)) : d;
-    if (!Number.isInteger(v) || v < min) throw new Error(`--${k} must be an integer >= ${min}, got '${flags.get(k)}'`);
-    return v;
-  };
+  const { flags, quick, int } = parseFlags(argv, HELP, ['train', 'test', 'epochs', 'batch', 'channels', 'optimizer', 'lr', 'seeds', 'runs', 'switch-epoch', 'jobs', 'out-dir']);
   const epochs = int('epochs', quick ? 2 : 5);
   const lr = flags.has('lr') ? Number(flags.get('lr')) : 0.005;
   if (!(lr > 0)) throw new Error('--lr must be a positive number');

@@ -16,6 +16,7 @@
 // These layers are small enough that plain loops over Float64Arrays are fast, and the backward of
 // every layer is checked against finite differences in test/singular-experiment.test.ts.
 import { CovPoolLayer, MethodSpec } from '../../lib';
+import { rng } from '../common';
 
 export const IMAGE = 28;
 const K1 = 5; // conv1 kernel
@@ -25,17 +26,6 @@ const C2 = 32;
 const H2 = 7; // conv2 output side (2x2 stride 2)
 export const POSITIONS = H2 * H2; // N, the positions the covariance is taken over
 export const CLASSES = 10;
-
-/** Deterministic PRNG (mulberry32): every random choice of a run depends on its seed only. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function gaussian(r: () => number): number {
   const u = Math.max(r(), 1e-12);
