@@ -89,7 +89,7 @@ export class CovPoolLayer {
    * `options.signal` cancels it between batch items; `options.onProgress` reports finished items.
    */
   forward(x: TensorInput, options?: CallOptions): Promise<ForwardResult> {
-    return promised(() => controlled(options, batchOf(x), (c) => this.forwardImpl(x, true, c) as Promise<ForwardResult>));
+    return promised(() => controlled(options, batchOf(x), (c) => this.forwardImpl(x, true, c) as Promise<ForwardResult>, () => addonFor(this.opts.device)));
   }
   forwardSync(x: TensorInput): ForwardResult {
     return this.forwardImpl(x, false) as ForwardResult;
@@ -103,7 +103,7 @@ export class CovPoolLayer {
   backward(state: BackwardState, dy: TensorInput, options?: BackwardOptions & CallOptions): Promise<Tensor> {
     return promised(() => {
       this.checkOwn(state);
-      return controlled(options, stateBatch(state), (c) => backwardImpl(state, dy, 'layer', true, options, c) as Promise<Tensor>);
+      return controlled(options, stateBatch(state), (c) => backwardImpl(state, dy, 'layer', true, options, c) as Promise<Tensor>, () => state.addon ?? native());
     });
   }
   backwardSync(state: BackwardState, dy: TensorInput, options?: BackwardOptions): Tensor {

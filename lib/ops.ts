@@ -65,9 +65,17 @@ function abortError(signal: AbortSignal): AbortError {
 
 /**
  * @internal Runs an async native call under a signal and a progress callback. `total` is the
- * number of batch items the call reports progress over.
+ * number of batch items the call reports progress over. `binary` names the addon that will run the
+ * call (the CPU or the CUDA-enabled binary): its control token is made by that same binary, never
+ * handed from one binary to the other. Should naming it fail, the CPU binary's is used and the
+ * call itself reports the error.
  */
-export function controlled<T>(opts: CallOptions | undefined, total: number, start: (control: NativeControl | undefined) => Promise<T>): Promise<T> {
+export function controlled<T>(
+  opts: CallOptions | undefined,
+  total: number,
+  start: (control: NativeControl | undefined) => Promise<T>,
+  binary: () => NativeAddon = native,
+): Promise<T> {
   const { signal, onProgress } = checkCallOptions(opts);
   if (signal?.aborted) return Promise.reject(abortError(signal));
   if (!signal && !onProgress) return start(undefined);
@@ -78,13 +86,19 @@ export function controlled<T>(opts: CallOptions | undefined, total: number, star
     reported = done;
     onProgress({ done, total: all });
   };
-  const control = native().createControl(onProgress ? report : undefined);
-  const onAbort = (): void => native().cancelControl(control);
+  let addon: NativeAddon;
+  try {
+    addon = binary();
+  } catch {
+    addon = native();
+  }
+  const control = addon.createControl(onProgress ? report : undefined);
+  const onAbort = (): void => addon.cancelControl(control);
   signal?.addEventListener('abort', onAbort, { once: true });
   const finish = (): void => {
     settled = true;
     signal?.removeEventListener('abort', onAbort);
-    native().releaseControl(control);
+    addon.releaseControl(control);
   };
   let run: Promise<T>;
   try {
@@ -386,7 +400,7 @@ function sqrtmImpl(aIn: TensorInput, spec: MethodSpec, async: boolean, control?:
 }
 /** Matrix square root of symmetric PSD matrices [B, C, C] by the given method. */
 export const sqrtm = (a: TensorInput, method: MethodSpec, options?: CallOptions): Promise<ForwardResult> =>
-  promised(() => controlled(options, batchOf(a), (c) => sqrtmImpl(a, method, true, c) as Promise<ForwardResult>));
+  promised(() => controlled(options, batchOf(a), (c) => sqrtmImpl(a, method, true, c) as Promise<ForwardResult>, () => addonFor(toMethodOptions(method).device)));
 export const sqrtmSync = (a: TensorInput, method: MethodSpec): ForwardResult => sqrtmImpl(a, method, false) as ForwardResult;
 
 /** @internal Checks the `checkState` argument is a genuine state (for the layer's own check). */
@@ -430,7 +444,7 @@ export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'lay
  * unless `{ retainState: true }`. `options.signal` / `options.onProgress` as for sqrtm.
  */
 export const sqrtmBackward = (state: BackwardState, dS: TensorInput, options?: BackwardOptions & CallOptions): Promise<Tensor> =>
-  promised(() => controlled(options, stateBatch(state), (c) => backwardImpl(state, dS, 'sqrtm', true, options, c) as Promise<Tensor>));
+  promised(() => controlled(options, stateBatch(state), (c) => backwardImpl(state, dS, 'sqrtm', true, options, c) as Promise<Tensor>, () => state.addon ?? native()));
 export const sqrtmBackwardSync = (state: BackwardState, dS: TensorInput, options?: BackwardOptions): Tensor =>
   backwardImpl(state, dS, 'sqrtm', false, options) as Tensor;
 

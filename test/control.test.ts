@@ -2,6 +2,8 @@
 // rejects with an AbortError), a progress callback reports finished items; and memory control:
 // memoryStats() and emptyCache() over the host caching allocator.
 import { AbortError, CovPoolLayer, Tensor, covpool, eigh, emptyCache, memoryStats, sqrtm, sqrtmBackward } from '../lib';
+import type { NativeAddon, NativeControl } from '../lib/native';
+import { controlled } from '../lib/ops';
 import { errorName, reluFeatures, withSpectrum } from './helpers';
 
 // Items big enough (tens of ms each) that an abort lands while most of the batch is still queued.
@@ -73,6 +75,44 @@ describe('AbortSignal', () => {
     const layer = new CovPoolLayer('ns');
     expect(errorName(await rejection(layer.forward(features, { signal: {} as never })))).toBe('TypeError');
     expect(errorName(await rejection(layer.forward(features, { onProgress: 3 as never })))).toBe('TypeError');
+  });
+});
+
+describe('which binary holds the control token', () => {
+  // The CPU binary and the CUDA-enabled binary are separate modules: a token must be made, cancelled
+  // and released by the binary that runs the call, not handed from one to the other.
+  function fakeBinary(log: string[]): { addon: NativeAddon; token: NativeControl } {
+    const token = { fake: true } as unknown as NativeControl;
+    const addon = {
+      createControl: () => (log.push('create'), token),
+      cancelControl: (t: NativeControl) => log.push(t === token ? 'cancel' : 'cancel foreign'),
+      releaseControl: (t: NativeControl) => log.push(t === token ? 'release' : 'release foreign'),
+    } as unknown as NativeAddon;
+    return { addon, token };
+  }
+
+  test('the token comes from the binary named for the call, which also cancels and releases it', async () => {
+    const log: string[] = [];
+    const { addon, token } = fakeBinary(log);
+    const ctl = new AbortController();
+    let seen: NativeControl | undefined;
+    const p = controlled({ signal: ctl.signal }, 1, async (c) => {
+      seen = c;
+      ctl.abort();
+      return 1;
+    }, () => addon);
+    await p.catch(() => undefined);
+    expect(seen).toBe(token);
+    expect(log).toEqual(['create', 'cancel', 'release']);
+  });
+
+  test('when naming the binary fails, the call still runs (on the CPU binary) and reports its own error', async () => {
+    const e = await rejection(
+      controlled({ onProgress: () => undefined }, 1, () => Promise.reject(new Error('the call said why')), () => {
+        throw new Error('no such device');
+      }),
+    );
+    expect(e.message).toBe('the call said why');
   });
 });
 
