@@ -8,19 +8,10 @@
 // the median of covpool's medians, the median of the baseline's, their ratio, and the median of
 // the per-round ratios (the two agree when the noise is small).
 import * as fs from 'fs';
+import type { Row } from './cpu';
 
-interface OursRow {
-  workload: string;
-  B: number;
-  C: number;
-  N: number;
-  method: string;
-  precision: string;
-  median_ms: number | null;
-  anchor_key: string;
-  cpu_median_ms?: number;
-  anchor_cpu_ms?: number | null;
-}
+/** The fields of bench/cpu.ts's rows that the combination reads. */
+type OursRow = Pick<Row, 'workload' | 'B' | 'C' | 'N' | 'method' | 'precision' | 'median_ms' | 'anchor_key' | 'cpu_median_ms' | 'anchor_cpu_ms'>;
 
 function median(xs: number[]): number | null {
   if (xs.length === 0) return null;

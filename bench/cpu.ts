@@ -399,7 +399,8 @@ function nsFloor(w: Workload, T: number, precision: string, rate: number, total:
 
 // ---- output ---------------------------------------------------------------------------------
 
-interface Row {
+/** One JSON row of this benchmark's output (bench/combine.ts reads them back). */
+export interface Row {
   workload: string;
   B: number;
   C: number;
