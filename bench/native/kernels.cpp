@@ -1,6 +1,7 @@
 // Kernel microbenchmark behind the README's profile: CPU time (this thread only, so other load on
 // the machine hardly matters) of the LAPACK symmetric eigensolvers and their parts on covariance
-// matrices of the two CPU workloads, and of gemmUpper (native/cpu/blas.h) against a full GEMM.
+// matrices of the two CPU workloads, of covpool's own eigensolver (native/cpu/symmetric_eigen.h)
+// and its two replaced stages, and of gemmUpper (native/cpu/blas.h) against a full GEMM.
 // Single-threaded OpenBLAS, as covpool runs it.
 //
 //   g++ -O2 -std=c++17 bench/native/kernels.cpp -I/usr/include/x86_64-linux-gnu/openblas-pthread \
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "../../native/cpu/blas.h"
+#include "../../native/cpu/symmetric_eigen.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -58,7 +60,7 @@ static std::vector<double> covariances(int n, int N, int items) {
 static void eigensolvers(int n, int N, int items, int reps) {
   const std::size_t m = static_cast<std::size_t>(n) * n;
   const std::vector<double> a = covariances(n, N, items);
-  std::vector<double> w(m), z(m), l(n), d(n), e(n), tau(n), d0, e0;
+  std::vector<double> w(m), z(m), l(n), d(n), e(n), tau(n), d0, e0, scratch(3 * static_cast<std::size_t>(n)), btWork(64 * static_cast<std::size_t>(n) + 1024);
   std::vector<double> work(4 * (1 + 6 * static_cast<std::size_t>(n) + 2 * m) + 64 * static_cast<std::size_t>(n));
   std::vector<lapack_int> iwork(20 * static_cast<std::size_t>(n) + 16), isuppz(2 * n);
   const lapack_int lw = static_cast<lapack_int>(work.size()), liw = static_cast<lapack_int>(iwork.size());
@@ -76,10 +78,13 @@ static void eigensolvers(int n, int N, int items, int reps) {
   printf("  dsyevd                  %8.1f\n", full([&] { LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, w.data(), n, l.data(), work.data(), lw, iwork.data(), liw); }));
   printf("  dsyevr                  %8.1f\n", full([&] { LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'V', 'A', 'U', n, w.data(), n, 0, 0, 0, 0, 0, &found, l.data(), z.data(), n, isuppz.data(), work.data(), lw, iwork.data(), liw); }));
   printf("  dsyev                   %8.1f\n", full([&] { LAPACKE_dsyev_work(LAPACK_COL_MAJOR, 'V', 'U', n, w.data(), n, l.data(), work.data(), lw); }));
-  printf("  dsytrd (tridiagonalize) %8.1f\n", full([&] { LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'U', n, w.data(), n, d.data(), e.data(), tau.data(), work.data(), lw); }));
+  printf("  covpool eigh            %8.1f   (symmetric_eigen.h: the three stages below, called directly)\n", full([&] { eigh(n, w.data(), z.data(), l.data()); }));
+  printf("  dsytrd (tridiagonalize) %8.1f\n", full([&] { LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'L', n, w.data(), n, d.data(), e.data(), tau.data(), work.data(), lw); }));
+  printf("  fused Householder       %8.1f   (householderTridiagonalize; covpool uses it up to n = %d)\n",
+         full([&] { householderTridiagonalize(n, w.data(), d.data(), e.data(), tau.data(), scratch.data()); }), kFusedTridiagonalMax);
   // The tridiagonal solvers, on the last item's tridiagonal form.
   std::copy(a.end() - m, a.end(), w.begin());
-  LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'U', n, w.data(), n, d.data(), e.data(), tau.data(), work.data(), lw);
+  LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'L', n, w.data(), n, d.data(), e.data(), tau.data(), work.data(), lw);
   d0 = d;
   e0 = e;
   auto tri = [&](auto&& solve) {
@@ -96,9 +101,13 @@ static void eigensolvers(int n, int N, int items, int reps) {
   printf("  dstemr (MRRR, vectors)               %8.1f\n", tri([&] { LAPACKE_dstemr_work(LAPACK_COL_MAJOR, 'V', 'A', n, d.data(), e.data(), 0, 0, 0, 0, &found, l.data(), z.data(), n, n, isuppz.data(), &tryrac, work.data(), lw, iwork.data(), liw); }));
   printf("  dsteqr (implicit QL/QR, vectors)     %8.1f\n", tri([&] { LAPACKE_dsteqr_work(LAPACK_COL_MAJOR, 'I', n, d.data(), e.data(), z.data(), n, work.data()); }));
   printf("  dsterf (values only)                 %8.1f\n", tri([&] { LAPACKE_dsterf(n, d.data(), e.data()); }));
+  // The back-transformations, applied over and over to the same (orthogonal) z.
   printf("  dormtr (back-transformation)         %8.1f\n", cpuUs([&] {
-    for (int b = 0; b < items; ++b) LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'U', 'N', n, n, w.data(), n, tau.data(), z.data(), n, work.data(), lw);
+    for (int b = 0; b < items; ++b) LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', n, n, w.data(), n, tau.data(), z.data(), n, work.data(), lw);
   }, reps) / items);
+  printf("  blocked back-transformation          %8.1f   (backTransformBlocked; covpool uses it from n = %d)\n", cpuUs([&] {
+    for (int b = 0; b < items; ++b) backTransformBlocked(n, w.data(), tau.data(), z.data(), btWork.data());
+  }, reps) / items, kBlockedBackTransformMin);
 }
 
 template <class T> static void products(int n, int reps) {

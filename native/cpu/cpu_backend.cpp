@@ -381,10 +381,11 @@ class CpuBackend final : public Backend {
         const T* ab = a.as<T>() + b * m;
         if (!allFinite(ab, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
         checkSymmetric(ab, C, b);
-        T* w = scratch<T>(m);
-        std::copy(ab, ab + m, w);
-        const int info = syevd(C, w, values.as<T>() + b * C);
-        if (info != 0) fail(sampleMsg(b, "eigendecomposition did not converge (LAPACK syevd info=" + std::to_string(info) + ")"));
+        T* a = scratch<T>(2 * m);
+        T* w = a + m;
+        std::copy(ab, ab + m, a);
+        const int info = cpu::eigh(C, a, w, values.as<T>() + b * C);
+        if (info != 0) fail(sampleMsg(b, "eigendecomposition did not converge (LAPACK info=" + std::to_string(info) + ")"));
         T* v = vectors.as<T>() + b * m;  // columns = eigenvectors (U), i.e. the transpose of W
         for (int i = 0; i < C; ++i)
           for (int j = 0; j < C; ++j) v[i * C + j] = w[j * C + i];

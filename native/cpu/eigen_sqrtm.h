@@ -16,16 +16,15 @@
 #include "../core/pade.h"
 #include "blas.h"
 #include "matrix.h"
+#include "symmetric_eigen.h"
 
 namespace covpool::cpu {
 
-// Eigendecomposition of a (n x n) into w (W = U^T) and l; floors eigenvalues at eps and, for
-// svd-topn, sets all but the topN largest to eps. Then s = W^T diag(sqrt l) W.
-template <class T> void eigenSqrtForward(const T* a, T* s, T* w, T* l, int n, T eps, int topN, T* work) {
-  const std::size_t m = static_cast<std::size_t>(n) * n;
-  std::copy(a, a + m, w);
-  const int info = syevd(n, w, l);
-  if (info != 0) fail("eigendecomposition did not converge (LAPACK syevd info=" + std::to_string(info) + ")");
+// Eigendecomposition of a (n x n, destroyed) into w (W = U^T) and l; floors eigenvalues at eps
+// and, for svd-topn, sets all but the topN largest to eps. Then s = W^T diag(sqrt l) W.
+template <class T> void eigenSqrtForward(T* a, T* s, T* w, T* l, int n, T eps, int topN, T* work) {
+  const int info = eigh(n, a, w, l);
+  if (info != 0) fail("eigendecomposition did not converge (LAPACK info=" + std::to_string(info) + ")");
   for (int i = 0; i < n; ++i) l[i] = std::max(l[i], eps);
   if (topN > 0)
     for (int i = 0; i < n - topN; ++i) l[i] = eps;

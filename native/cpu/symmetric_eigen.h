@@ -1,0 +1,238 @@
+// Symmetric eigendecomposition of the eigen methods: a = U diag(l) U^T, returned as W = U^T (row i
+// is the eigenvector of l[i]) with l ascending.
+//
+// The three stages of LAPACK's ?syevd, called one by one: Householder tridiagonalization, divide
+// and conquer on the tridiagonal matrix (?stedc), back-transformation (?ormtr). Calling them
+// directly lets the tridiagonalization work in place on the caller's scratch copy and the
+// eigenvectors land in W with no copy (?syevd copies the matrix in and the eigenvectors back), and,
+// for n <= kFusedTridiagonalMax, replaces LAPACK's unblocked ?sytd2 (one ?symv, one ?syr2 and a
+// handful of level-1 calls per column, whose call overhead dominates at n = 64) with the fused
+// one-pass reduction below. Per 64 x 64 covariance (bench/native/kernels.cpp, one core): 226 us for
+// dsyevd, 214 us for the three LAPACK stages called directly, 202 us with the fused reduction; at
+// n = 128 and above LAPACK's blocked reduction is faster and is kept.
+//
+// Matrices outside LAPACK's safe range (max |a_ij| below sqrt(safmin/eps) or above its reciprocal,
+// about 1e-146 and 1e146 in float64) take ?syevd itself, which rescales them first; the same
+// bounds keep the fused reduction's plain sums of squares free of overflow and underflow.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <vector>
+
+#include "blas.h"
+
+namespace covpool::cpu {
+
+constexpr int kFusedTridiagonalMax = 64;
+
+// Householder reduction of the symmetric n x n matrix a (row-major, both triangles stored) to
+// tridiagonal form T = Q^T a Q, Q = H_0 H_1 ... H_{n-3}, H_k = I - tau_k v_k v_k^T, in LAPACK's
+// ?sytrd('L') layout read column-major: d (n) is T's diagonal, e (n - 1) its off-diagonal, and
+// row k of a holds v_k in columns k + 2 .. n - 1 (v_k is zero before k + 1 and 1 at k + 1), so
+// ?ormtr('L') applies Q from it. tau has n - 1 entries (the last is 0, as in ?sytrd).
+//
+// One pass over the trailing matrix per column: step k's rank-2 update A <- A - v w^T - w v^T is
+// deferred and applied to each row of the trailing block in the same sweep that accumulates the
+// next step's product p = A v (as p += v_i A_i over rows i, so no horizontal sums), instead of a
+// ?syr2 pass followed by a ?symv pass. Both triangles are kept, so every row is contiguous.
+// scratch: 3n values.
+template <class T> void householderTridiagonalize(int n, T* a, T* d, T* e, T* tau, T* scratch) {
+  T* vPending = scratch;      // step k - 1's v and w, not yet applied to rows >= k
+  T* wPending = scratch + n;
+  T* p = scratch + 2 * n;
+  bool pending = false;
+  auto row = [&](int i) { return a + static_cast<std::size_t>(i) * n; };
+  for (int k = 0; k + 2 < n; ++k) {
+    T* rk = row(k);
+    if (pending) {
+      const T vk = vPending[k], wk = wPending[k];
+      for (int j = k; j < n; ++j) rk[j] -= vk * wPending[j] + wk * vPending[j];
+    }
+    d[k] = rk[k];
+    // The reflector that maps x = rk[k+1..n-1] onto beta e_1 (as ?larfg: beta = -sign(alpha) ||x||).
+    const T alpha = rk[k + 1];
+    T acc[8] = {};
+    int j = k + 2;
+    for (; j + 8 <= n; j += 8)
+      for (int u = 0; u < 8; ++u) acc[u] += rk[j + u] * rk[j + u];
+    for (; j < n; ++j) acc[0] += rk[j] * rk[j];
+    const T tail = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    if (tail == T(0)) {  // already reduced: H_k = I; the deferred update still reaches the trailing rows
+      e[k] = alpha;
+      tau[k] = T(0);
+      if (pending)
+        for (int i = k + 1; i < n; ++i) {
+          T* ri = row(i);
+          const T vi = vPending[i], wi = wPending[i];
+          for (int c = k + 1; c < n; ++c) ri[c] -= vi * wPending[c] + wi * vPending[c];
+        }
+      pending = false;
+      continue;
+    }
+    const T beta = -std::copysign(std::sqrt(alpha * alpha + tail), alpha);
+    const T tk = (beta - alpha) / beta;
+    const T scale = T(1) / (alpha - beta);
+    for (int c = k + 2; c < n; ++c) rk[c] *= scale;
+    rk[k + 1] = T(1);  // v_k over columns k+1.. (restored to beta below; ?ormtr never reads it)
+    e[k] = beta;
+    tau[k] = tk;
+    const T* v = rk;
+    // p = A22 v over the trailing block (rows and columns k+1..), fused with the deferred update.
+    for (int c = k + 1; c < n; ++c) p[c] = T(0);
+    if (pending) {
+      for (int i = k + 1; i < n; ++i) {
+        T* ri = row(i);
+        const T vi = vPending[i], wi = wPending[i], xi = v[i];
+        for (int c = k + 1; c < n; ++c) {
+          const T aic = ri[c] - (vi * wPending[c] + wi * vPending[c]);
+          ri[c] = aic;
+          p[c] += xi * aic;
+        }
+      }
+    } else {
+      for (int i = k + 1; i < n; ++i) {
+        const T* ri = row(i);
+        const T xi = v[i];
+        for (int c = k + 1; c < n; ++c) p[c] += xi * ri[c];
+      }
+    }
+    // w = tau p - (tau^2 / 2)(p . v) v: the update A22 - v w^T - w v^T equals H_k A22 H_k.
+    T pv = 0;
+    for (int c = k + 1; c < n; ++c) pv += p[c] * v[c];
+    const T half = T(0.5) * tk * tk * pv;
+    for (int c = k + 1; c < n; ++c) {
+      wPending[c] = tk * p[c] - half * v[c];
+      vPending[c] = v[c];
+    }
+    pending = true;
+    rk[k + 1] = beta;
+  }
+  if (pending)
+    for (int i = std::max(0, n - 2); i < n; ++i) {
+      T* ri = row(i);
+      for (int c = std::max(0, n - 2); c < n; ++c) ri[c] -= vPending[i] * wPending[c] + wPending[i] * vPending[c];
+    }
+  if (n >= 2) {
+    d[n - 2] = row(n - 2)[n - 2];
+    e[n - 2] = row(n - 2)[n - 1];
+    tau[n - 2] = T(0);
+  }
+  d[n - 1] = row(n - 1)[n - 1];
+}
+
+// LAPACK stages, column-major (a symmetric row-major matrix is its own column-major transpose).
+inline int sytrdLower(int n, float* a, float* d, float* e, float* tau, float* work, lapack_int lwork) {
+  return LAPACKE_ssytrd_work(LAPACK_COL_MAJOR, 'L', n, a, n, d, e, tau, work, lwork);
+}
+inline int sytrdLower(int n, double* a, double* d, double* e, double* tau, double* work, lapack_int lwork) {
+  return LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'L', n, a, n, d, e, tau, work, lwork);
+}
+inline int stedc(int n, float* d, float* e, float* z, float* work, lapack_int lwork, lapack_int* iwork, lapack_int liwork) {
+  return LAPACKE_sstedc_work(LAPACK_COL_MAJOR, 'I', n, d, e, z, n, work, lwork, iwork, liwork);
+}
+inline int stedc(int n, double* d, double* e, double* z, double* work, lapack_int lwork, lapack_int* iwork, lapack_int liwork) {
+  return LAPACKE_dstedc_work(LAPACK_COL_MAJOR, 'I', n, d, e, z, n, work, lwork, iwork, liwork);
+}
+inline int ormtrLower(int n, const float* a, const float* tau, float* z, float* work, lapack_int lwork) {
+  return LAPACKE_sormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', n, n, a, n, tau, z, n, work, lwork);
+}
+inline int ormtrLower(int n, const double* a, const double* tau, double* z, double* work, lapack_int lwork) {
+  return LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', n, n, a, n, tau, z, n, work, lwork);
+}
+
+inline void larftForward(int m, int k, const float* v, const float* tau, float* t, int ldt) {
+  LAPACKE_slarft_work(LAPACK_COL_MAJOR, 'F', 'C', m, k, v, m, tau, t, ldt);
+}
+inline void larftForward(int m, int k, const double* v, const double* tau, double* t, int ldt) {
+  LAPACKE_dlarft_work(LAPACK_COL_MAJOR, 'F', 'C', m, k, v, m, tau, t, ldt);
+}
+inline void gemmColMajor(bool ta, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {
+  cblas_sgemm(CblasColMajor, tr(ta), CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+inline void gemmColMajor(bool ta, int m, int n, int k, double alpha, const double* a, int lda, const double* b, int ldb, double beta, double* c, int ldc) {
+  cblas_dgemm(CblasColMajor, tr(ta), CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+inline void trmmUpperLeft(int m, int n, const float* t, int ldt, float* x, int ldx) {
+  cblas_strmm(CblasColMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0f, t, ldt, x, ldx);
+}
+inline void trmmUpperLeft(int m, int n, const double* t, int ldt, double* x, int ldx) {
+  cblas_dtrmm(CblasColMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0, t, ldt, x, ldx);
+}
+
+// z (n x n, column-major) <- Q z for the Q of a ?sytrd('L') reduction (reflectors in a, column-
+// major): what ?ormtr('L', 'L', 'N') computes, in blocks of nb reflectors as Q_b = I - V T V^T
+// (?larft) applied with two GEMMs over the whole of z, where ?ormtr's 32-reflector blocks spend much
+// of their time outside the GEMMs. Per 256 x 256 matrix: 1.6 ms for ?ormtr, 1.2 ms here
+// (bench/native/kernels.cpp); at n = 64 ?ormtr is as fast, so it is used up to
+// kBlockedBackTransformMin. work: n nb + nb nb + nb n values.
+constexpr int kBlockedBackTransformMin = 128;
+template <class T> void backTransformBlocked(int n, const T* a, const T* tau, T* z, T* work) {
+  const int reflectors = n - 2, nb = n >= 192 ? 32 : 16;
+  T* v = work;                                   // the block's V: (n - k0 - 1) x nb, unit lower trapezoidal
+  T* t = v + static_cast<std::size_t>(n) * nb;   // its nb x nb triangular factor
+  T* x = t + static_cast<std::size_t>(nb) * nb;  // nb x n: V^T z, then T V^T z
+  for (int k0 = (reflectors - 1) / nb * nb; k0 >= 0; k0 -= nb) {  // Q = Q_0 Q_1 ...: last block first
+    const int kb = std::min(nb, reflectors - k0), mb = n - k0 - 1;
+    for (int j = 0; j < kb; ++j) {  // column j: v_{k0+j}, zero above its unit entry at row j
+      T* col = v + static_cast<std::size_t>(j) * mb;
+      const T* src = a + static_cast<std::size_t>(k0 + j) * n + (k0 + 1);
+      std::fill(col, col + j, T(0));
+      col[j] = T(1);
+      std::copy(src + j + 1, src + mb, col + j + 1);
+    }
+    larftForward(mb, kb, v, tau + k0, t, nb);
+    T* zb = z + (k0 + 1);  // rows k0+1.. of z, every column
+    gemmColMajor(true, kb, n, mb, T(1), v, mb, zb, n, T(0), x, nb);
+    trmmUpperLeft(kb, n, t, nb, x, nb);
+    gemmColMajor(false, mb, n, kb, T(-1), v, mb, x, nb, T(1), zb, n);
+  }
+}
+
+// Per-thread workspace: ?stedc('I') needs 1 + 4n + n^2 reals and 3 + 5n integers, ?sytrd and
+// ?ormtr n * nb reals (LAPACK's block size is 32 for both; 64n leaves room).
+template <class T> struct EighWorkspace {
+  std::vector<T> work, e, tau, scratch;
+  std::vector<lapack_int> iwork;
+  void reserve(int n) {
+    const std::size_t nn = static_cast<std::size_t>(n);
+    // ... and the blocked back-transformation n nb + nb^2 + nb n (nb <= 32).
+    const std::size_t lw = std::max<std::size_t>(1 + 4 * nn + nn * nn, 64 * nn + 1024) + 1;
+    if (work.size() < lw) work.resize(lw);
+    if (iwork.size() < 3 + 5 * nn) iwork.resize(3 + 5 * nn);
+    if (e.size() < nn) { e.resize(nn); tau.resize(nn); scratch.resize(3 * nn); }
+  }
+};
+
+// a (n x n, symmetric, finite) is destroyed; w receives W = U^T, l the eigenvalues ascending.
+// Returns LAPACK's info (0 on success).
+template <class T> int eigh(int n, T* a, T* w, T* l) {
+  const std::size_t m = static_cast<std::size_t>(n) * n;
+  T amax = 0;
+  for (std::size_t i = 0; i < m; ++i) amax = std::max(amax, std::fabs(a[i]));
+  const T smallNum = std::numeric_limits<T>::min() / std::numeric_limits<T>::epsilon();
+  const T safeMin = std::sqrt(smallNum), safeMax = std::sqrt(T(1) / smallNum);
+  if (!(amax >= safeMin && amax <= safeMax)) {  // zero, tiny or huge entries: ?syevd scales first
+    std::copy(a, a + m, w);
+    return syevd(n, w, l);
+  }
+  thread_local EighWorkspace<T> ws;
+  ws.reserve(n);
+  const lapack_int lw = static_cast<lapack_int>(ws.work.size()), liw = static_cast<lapack_int>(ws.iwork.size());
+  if (n <= kFusedTridiagonalMax) {
+    householderTridiagonalize(n, a, l, ws.e.data(), ws.tau.data(), ws.scratch.data());
+  } else {
+    const int info = sytrdLower(n, a, l, ws.e.data(), ws.tau.data(), ws.work.data(), lw);
+    if (info != 0) return info;
+  }
+  int info = stedc(n, l, ws.e.data(), w, ws.work.data(), lw, ws.iwork.data(), liw);
+  if (info != 0) return info;
+  if (n >= kBlockedBackTransformMin) {
+    backTransformBlocked(n, a, ws.tau.data(), w, ws.work.data());
+    return 0;
+  }
+  return ormtrLower(n, a, ws.tau.data(), w, ws.work.data(), lw);
+}
+
+}  // namespace covpool::cpu
