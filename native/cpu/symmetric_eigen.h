@@ -1,15 +1,18 @@
 // Symmetric eigendecomposition of the eigen methods: a = U diag(l) U^T, returned as W = U^T (row i
 // is the eigenvector of l[i]) with l ascending.
 //
-// The three stages of LAPACK's ?syevd, called one by one: Householder tridiagonalization, divide
-// and conquer on the tridiagonal matrix (?stedc), back-transformation (?ormtr). Calling them
-// directly lets the tridiagonalization work in place on the caller's scratch copy and the
-// eigenvectors land in W with no copy (?syevd copies the matrix in and the eigenvectors back), and,
-// for n <= kFusedTridiagonalMax, replaces LAPACK's unblocked ?sytd2 (one ?symv, one ?syr2 and a
-// handful of level-1 calls per column, whose call overhead dominates at n = 64) with the fused
-// one-pass reduction below. Per 64 x 64 covariance (bench/native/kernels.cpp, one core): 226 us for
-// dsyevd, 214 us for the three LAPACK stages called directly, 202 us with the fused reduction; at
-// n = 128 and above LAPACK's blocked reduction is faster and is kept.
+// LAPACK's ?syevd in three stages called one by one: Householder reduction to tridiagonal form,
+// divide and conquer on the tridiagonal matrix (LAPACK's ?stedc), back-transformation of its
+// eigenvectors. Taking the stages apart lets the reduction work in place on the caller's scratch
+// copy and the eigenvectors land in W directly (?syevd copies the matrix in and the vectors back),
+// and two stages are done here instead:
+//  - up to n = kFusedTridiagonalMax, the one-pass reduction below replaces LAPACK's unblocked
+//    ?sytd2 (a ?symv, a ?syr2 and a handful of level-1 calls per column);
+//  - the back-transformation applies blocks of reflectors with GEMMs (backTransformBlocked) in
+//    place of ?ormtr.
+// bench/native/kernels.cpp times each stage against LAPACK's; the whole is 12% faster than dsyevd
+// on a 64 x 64 covariance and 14% on a 256 x 256 one (one core; README, "Where the time goes").
+// The divide and conquer (over half the time at n = 64) stays LAPACK's.
 //
 // Matrices outside LAPACK's safe range (max |a_ij| below sqrt(safmin/eps) or above its reciprocal,
 // about 1e-146 and 1e146 in float64) take ?syevd itself, which rescales them first; the same
@@ -30,8 +33,8 @@ constexpr int kFusedTridiagonalMax = 64;
 // Householder reduction of the symmetric n x n matrix a (row-major, both triangles stored) to
 // tridiagonal form T = Q^T a Q, Q = H_0 H_1 ... H_{n-3}, H_k = I - tau_k v_k v_k^T, in LAPACK's
 // ?sytrd('L') layout read column-major: d (n) is T's diagonal, e (n - 1) its off-diagonal, and
-// row k of a holds v_k in columns k + 2 .. n - 1 (v_k is zero before k + 1 and 1 at k + 1), so
-// ?ormtr('L') applies Q from it. tau has n - 1 entries (the last is 0, as in ?sytrd).
+// row k of a holds v_k in columns k + 2 .. n - 1 (v_k is zero before k + 1 and 1 at k + 1), where
+// ?ormtr('L') and backTransformBlocked read it. tau has n - 1 entries (the last is 0, as in ?sytrd).
 //
 // One pass over the trailing matrix per column: step k's rank-2 update A <- A - v w^T - w v^T is
 // deferred and applied to each row of the trailing block in the same sweep that accumulates the
@@ -75,7 +78,7 @@ template <class T> void householderTridiagonalize(int n, T* a, T* d, T* e, T* ta
     const T tk = (beta - alpha) / beta;
     const T scale = T(1) / (alpha - beta);
     for (int c = k + 2; c < n; ++c) rk[c] *= scale;
-    rk[k + 1] = T(1);  // v_k over columns k+1.. (restored to beta below; ?ormtr never reads it)
+    rk[k + 1] = T(1);  // v_k over columns k+1.. (restored to beta below; never read back)
     e[k] = beta;
     tau[k] = tk;
     const T* v = rk;
@@ -135,13 +138,6 @@ inline int stedc(int n, float* d, float* e, float* z, float* work, lapack_int lw
 inline int stedc(int n, double* d, double* e, double* z, double* work, lapack_int lwork, lapack_int* iwork, lapack_int liwork) {
   return LAPACKE_dstedc_work(LAPACK_COL_MAJOR, 'I', n, d, e, z, n, work, lwork, iwork, liwork);
 }
-inline int ormtrLower(int n, const float* a, const float* tau, float* z, float* work, lapack_int lwork) {
-  return LAPACKE_sormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', n, n, a, n, tau, z, n, work, lwork);
-}
-inline int ormtrLower(int n, const double* a, const double* tau, double* z, double* work, lapack_int lwork) {
-  return LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', n, n, a, n, tau, z, n, work, lwork);
-}
-
 inline void larftForward(int m, int k, const float* v, const float* tau, float* t, int ldt) {
   LAPACKE_slarft_work(LAPACK_COL_MAJOR, 'F', 'C', m, k, v, m, tau, t, ldt);
 }
@@ -163,13 +159,12 @@ inline void trmmUpperLeft(int m, int n, const double* t, int ldt, double* x, int
 
 // z (n x n, column-major) <- Q z for the Q of a ?sytrd('L') reduction (reflectors in a, column-
 // major): what ?ormtr('L', 'L', 'N') computes, in blocks of nb reflectors as Q_b = I - V T V^T
-// (?larft) applied with two GEMMs over the whole of z, where ?ormtr's 32-reflector blocks spend much
-// of their time outside the GEMMs. Per 256 x 256 matrix: 1.6 ms for ?ormtr, 1.2 ms here
-// (bench/native/kernels.cpp); at n = 64 ?ormtr is as fast, so it is used up to
-// kBlockedBackTransformMin. work: n nb + nb nb + nb n values.
-constexpr int kBlockedBackTransformMin = 128;
+// (?larft) applied with two GEMMs over the whole of z, where ?ormtr spends much of its time
+// outside its GEMMs (bench/native/kernels.cpp, per matrix: 28 us against 36 at n = 64, 1.0 ms
+// against 1.65 at n = 256; no slower at any n from 16 up). work: n nb + nb nb + nb n values.
 template <class T> void backTransformBlocked(int n, const T* a, const T* tau, T* z, T* work) {
   const int reflectors = n - 2, nb = n >= 192 ? 32 : 16;
+  if (reflectors <= 0) return;  // n <= 2: already tridiagonal, Q = I
   T* v = work;                                   // the block's V: (n - k0 - 1) x nb, unit lower trapezoidal
   T* t = v + static_cast<std::size_t>(n) * nb;   // its nb x nb triangular factor
   T* x = t + static_cast<std::size_t>(nb) * nb;  // nb x n: V^T z, then T V^T z
@@ -190,14 +185,13 @@ template <class T> void backTransformBlocked(int n, const T* a, const T* tau, T*
   }
 }
 
-// Per-thread workspace: ?stedc('I') needs 1 + 4n + n^2 reals and 3 + 5n integers, ?sytrd and
-// ?ormtr n * nb reals (LAPACK's block size is 32 for both; 64n leaves room).
+// Per-thread workspace: ?stedc('I') needs 1 + 4n + n^2 reals and 3 + 5n integers, ?sytrd n nb
+// (LAPACK's block size is 32) and backTransformBlocked 2 n nb + nb^2 with nb <= 32.
 template <class T> struct EighWorkspace {
   std::vector<T> work, e, tau, scratch;
   std::vector<lapack_int> iwork;
   void reserve(int n) {
     const std::size_t nn = static_cast<std::size_t>(n);
-    // ... and the blocked back-transformation n nb + nb^2 + nb n (nb <= 32).
     const std::size_t lw = std::max<std::size_t>(1 + 4 * nn + nn * nn, 64 * nn + 1024) + 1;
     if (work.size() < lw) work.resize(lw);
     if (iwork.size() < 3 + 5 * nn) iwork.resize(3 + 5 * nn);
@@ -226,13 +220,10 @@ template <class T> int eigh(int n, T* a, T* w, T* l) {
     const int info = sytrdLower(n, a, l, ws.e.data(), ws.tau.data(), ws.work.data(), lw);
     if (info != 0) return info;
   }
-  int info = stedc(n, l, ws.e.data(), w, ws.work.data(), lw, ws.iwork.data(), liw);
+  const int info = stedc(n, l, ws.e.data(), w, ws.work.data(), lw, ws.iwork.data(), liw);
   if (info != 0) return info;
-  if (n >= kBlockedBackTransformMin) {
-    backTransformBlocked(n, a, ws.tau.data(), w, ws.work.data());
-    return 0;
-  }
-  return ormtrLower(n, a, ws.tau.data(), w, ws.work.data(), lw);
+  backTransformBlocked(n, a, ws.tau.data(), w, ws.work.data());
+  return 0;
 }
 
 }  // namespace covpool::cpu
