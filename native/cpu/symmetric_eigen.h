@@ -40,15 +40,17 @@ constexpr int kFusedTridiagonalMax = 64;
 // deferred and applied to each row of the trailing block in the same sweep that accumulates the
 // next step's product p = A v (as p += v_i A_i over rows i, so no horizontal sums), instead of a
 // ?syr2 pass followed by a ?symv pass. Both triangles are kept, so every row is contiguous.
-// scratch: 3n values.
-template <class T> void householderTridiagonalize(int n, T* a, T* d, T* e, T* tau, T* scratch) {
+// The loops are plain C++ left to the compiler's vectorizer; on x86-64 CPUs with AVX2 and FMA
+// (checked at run time: the binaries target baseline x86-64) the same body is compiled for those,
+// 41 -> 33 us at n = 64 (kernels.cpp). scratch: 3n values.
+template <class T> [[gnu::always_inline]] inline void householderTridiagonalizeBody(int n, T* a, T* d, T* e, T* tau, T* scratch) {
   T* vPending = scratch;      // step k - 1's v and w, not yet applied to rows >= k
   T* wPending = scratch + n;
   T* p = scratch + 2 * n;
   bool pending = false;
-  auto row = [&](int i) { return a + static_cast<std::size_t>(i) * n; };
+#define COVPOOL_ROW(i) (a + static_cast<std::size_t>(i) * n)
   for (int k = 0; k + 2 < n; ++k) {
-    T* rk = row(k);
+    T* rk = COVPOOL_ROW(k);
     if (pending) {
       const T vk = vPending[k], wk = wPending[k];
       for (int j = k; j < n; ++j) rk[j] -= vk * wPending[j] + wk * vPending[j];
@@ -67,7 +69,7 @@ template <class T> void householderTridiagonalize(int n, T* a, T* d, T* e, T* ta
       tau[k] = T(0);
       if (pending)
         for (int i = k + 1; i < n; ++i) {
-          T* ri = row(i);
+          T* ri = COVPOOL_ROW(i);
           const T vi = vPending[i], wi = wPending[i];
           for (int c = k + 1; c < n; ++c) ri[c] -= vi * wPending[c] + wi * vPending[c];
         }
@@ -86,7 +88,7 @@ template <class T> void householderTridiagonalize(int n, T* a, T* d, T* e, T* ta
     for (int c = k + 1; c < n; ++c) p[c] = T(0);
     if (pending) {
       for (int i = k + 1; i < n; ++i) {
-        T* ri = row(i);
+        T* ri = COVPOOL_ROW(i);
         const T vi = vPending[i], wi = wPending[i], xi = v[i];
         for (int c = k + 1; c < n; ++c) {
           const T aic = ri[c] - (vi * wPending[c] + wi * vPending[c]);
@@ -96,7 +98,7 @@ template <class T> void householderTridiagonalize(int n, T* a, T* d, T* e, T* ta
       }
     } else {
       for (int i = k + 1; i < n; ++i) {
-        const T* ri = row(i);
+        const T* ri = COVPOOL_ROW(i);
         const T xi = v[i];
         for (int c = k + 1; c < n; ++c) p[c] += xi * ri[c];
       }
@@ -114,15 +116,36 @@ template <class T> void householderTridiagonalize(int n, T* a, T* d, T* e, T* ta
   }
   if (pending)
     for (int i = std::max(0, n - 2); i < n; ++i) {
-      T* ri = row(i);
+      T* ri = COVPOOL_ROW(i);
       for (int c = std::max(0, n - 2); c < n; ++c) ri[c] -= vPending[i] * wPending[c] + wPending[i] * vPending[c];
     }
   if (n >= 2) {
-    d[n - 2] = row(n - 2)[n - 2];
-    e[n - 2] = row(n - 2)[n - 1];
+    d[n - 2] = COVPOOL_ROW(n - 2)[n - 2];
+    e[n - 2] = COVPOOL_ROW(n - 2)[n - 1];
     tau[n - 2] = T(0);
   }
-  d[n - 1] = row(n - 1)[n - 1];
+  d[n - 1] = COVPOOL_ROW(n - 1)[n - 1];
+#undef COVPOOL_ROW
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+template <class T> __attribute__((target("avx2,fma"))) void householderTridiagonalizeAvx2(int n, T* a, T* d, T* e, T* tau, T* scratch) {
+  householderTridiagonalizeBody(n, a, d, e, tau, scratch);
+}
+inline bool cpuHasAvx2Fma() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
+#endif
+
+template <class T> void householderTridiagonalize(int n, T* a, T* d, T* e, T* tau, T* scratch) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  if (cpuHasAvx2Fma()) return householderTridiagonalizeAvx2(n, a, d, e, tau, scratch);
+#endif
+  householderTridiagonalizeBody(n, a, d, e, tau, scratch);
 }
 
 // LAPACK stages, column-major (a symmetric row-major matrix is its own column-major transpose).
