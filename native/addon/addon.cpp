@@ -279,10 +279,9 @@ void requireFinite(const Buffer& out, std::size_t items, const std::string& what
     using T = decltype(tag);
     const T* p = out.as<T>();
     for (std::size_t b = 0; b < items; ++b)
-      for (std::size_t i = 0; i < per; ++i)
-        if (!std::isfinite(p[b * per + i]))
-          fail("batch item " + std::to_string(b) + ": " + what + " is not finite in " + dtypeName(out.dtype()) +
-               " (it overflowed or the computation broke down; the input is out of the range this op can represent)");
+      if (!cpu::allFinite(p + b * per, per))
+        fail("batch item " + std::to_string(b) + ": " + what + " is not finite in " + dtypeName(out.dtype()) +
+             " (it overflowed or the computation broke down; the input is out of the range this op can represent)");
     return 0;
   });
 }

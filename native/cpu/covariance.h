@@ -41,28 +41,28 @@ template <class T> void covarianceForward(const T* xc, T* a, int C, int N, bool 
 }
 
 // g (C x C) is overwritten with (G + G^T) / 2 (symmetrize: cache-blocked, unlike a plain loop over
-// both triangles); dx gets (G + G^T) Xc / N in the features' layout (channels last:
-// Xc (G + G^T) / N, the same product transposed).
-template <class T> void covarianceBackward(const T* xc, T* g, T* dx, int C, int N, bool channelsLast = false) {
-  symmetrize(g, g, C);
+// both triangles; skipped when the caller's g is symmetric already); dx gets (G + G^T) Xc / N in
+// the features' layout (channels last: Xc (G + G^T) / N, the same product transposed).
+template <class T> void covarianceBackward(const T* xc, T* g, T* dx, int C, int N, bool channelsLast = false, bool gSymmetric = false) {
+  if (!gSymmetric) symmetrize(g, g, C);
   const T scale = T(2) / static_cast<T>(N);
   if (channelsLast) gemm(false, false, N, C, C, scale, xc, C, g, C, T(0), dx, C);
   else gemm(false, false, C, N, C, scale, g, C, xc, N, T(0), dx, N);
 }
 
-// Upper triangle, row by row, diagonal included: C(C+1)/2 values.
-template <class T> void packUpper(const T* s, T* y, int C) {
+// Upper triangle, row by row, diagonal included: C(C+1)/2 values (converted to y's type).
+template <class S, class D> void packUpper(const S* s, D* y, int C) {
   std::size_t k = 0;
   for (int i = 0; i < C; ++i)
-    for (int j = i; j < C; ++j) y[k++] = s[i * C + j];
+    for (int j = i; j < C; ++j) y[k++] = static_cast<D>(s[i * C + j]);
 }
 
-// Gradient of packUpper: dy into the upper triangle, zeros below.
-template <class T> void unpackUpper(const T* dy, T* ds, int C) {
+// Gradient of packUpper: dy into the upper triangle, zeros below (converted to ds's type).
+template <class S, class D> void unpackUpper(const S* dy, D* ds, int C) {
   std::size_t k = 0;
   for (int i = 0; i < C; ++i) {
-    for (int j = 0; j < i; ++j) ds[i * C + j] = T(0);
-    for (int j = i; j < C; ++j) ds[i * C + j] = dy[k++];
+    for (int j = 0; j < i; ++j) ds[i * C + j] = D(0);
+    for (int j = i; j < C; ++j) ds[i * C + j] = static_cast<D>(dy[k++]);
   }
 }
 

@@ -88,10 +88,9 @@ template <class Ti, class Ts> class CpuState : public State {
 // ||a||_F. The sum of squares (in double) overflows for entries near 1e155 and underflows to
 // zero below 1e-162, which would reject valid float64 matrices as zero or non-PSD; only then is
 // the norm recomputed with the entries scaled by their largest magnitude (in range the result
-// stays bit for bit the plain one, which the CUDA kernel computes too).
+// is the plain one, which the CUDA kernel computes too).
 template <class T> T frobeniusNorm(const T* a, std::size_t count) {
-  double plain = 0;
-  for (std::size_t i = 0; i < count; ++i) plain += static_cast<double>(a[i]) * a[i];
+  const double plain = dotInDouble(a, a, count);
   if (plain >= 1e-290 && plain <= 1e290) return std::sqrt(static_cast<T>(plain));
   double scale = 0;
   for (std::size_t i = 0; i < count; ++i) scale = std::max(scale, std::fabs(static_cast<double>(a[i])));
@@ -230,7 +229,6 @@ std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions&
   parallelFor(d.B, [&](std::size_t b) {
     Ts* a = scratch<Ts>(2 * m);
     Ts* s = a + m;
-    Ti* si = reinterpret_cast<Ti*>(scratch<char>(m * sizeof(Ti)));
     if (fromFeatures) {
       const Ti* xb = x + b * C * N;
       if (!allFinite(xb, static_cast<std::size_t>(C) * N)) fail(sampleMsg(b, "the features contain NaN or Infinity"));
@@ -250,8 +248,7 @@ std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions&
     }
     forItem(b, [&] { sqrtmItem(*st, b, a, s); });
     if (st->vectorize) {
-      convert(s, si, m);
-      packUpper(si, y + b * outPer, C);
+      packUpper(s, y + b * outPer, C);
     } else {
       convert(s, y + b * outPer, m);
     }
@@ -273,21 +270,20 @@ template <class Ti, class Ts> Buffer backwardImpl(const State& base, const Buffe
     if (!allFinite(dy + b * inPer, inPer)) fail(sampleMsg(b, "the output gradient contains NaN or Infinity"));
     Ts* dS = scratch<Ts>(2 * m);
     Ts* dA = dS + m;
-    Ti* ti = reinterpret_cast<Ti*>(scratch<char>(m * sizeof(Ti)));
     if (st.vectorize) {
-      unpackUpper(dy + b * inPer, ti, C);
-      convert(ti, dS, m);
+      unpackUpper(dy + b * inPer, dS, C);
     } else {
       convert(dy + b * inPer, dS, m);
     }
     forItem(b, [&] { sqrtmItemBackward(st, b, dS, dA); });
     if (layer) {  // in the spectral precision too, then rounded once to the input dtype
       const std::size_t cn = static_cast<std::size_t>(C) * N;
+      // dA is symmetric: sqrtmItemBackward ends with the symmetrization.
       if constexpr (std::is_same_v<Ti, Ts>) {
-        covarianceBackward(st.xc.data() + b * cn, dA, g + b * cn, C, N, d.channelsLast);
+        covarianceBackward(st.xc.data() + b * cn, dA, g + b * cn, C, N, d.channelsLast, /*gSymmetric=*/true);
       } else {
         Ts* dx = scratch<Ts, 1>(cn);
-        covarianceBackward(st.xc.data() + b * cn, dA, dx, C, N, d.channelsLast);
+        covarianceBackward(st.xc.data() + b * cn, dA, dx, C, N, d.channelsLast, /*gSymmetric=*/true);
         convert(dx, g + b * cn, cn);
       }
     } else {
