@@ -5,7 +5,12 @@
 // on the matrices the layers see (rank-deficient covariances: N < C), on known spectra (clusters,
 // zeros, negative values) and on matrices that are already partly reduced (diagonal and
 // block-diagonal ones, where a step's reflector is the identity while an update is still pending).
-import { Tensor, eighSync } from '../lib';
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { CovPoolLayer, Tensor, eighSync } from '../lib';
 import { gaussian, reluFeatures, rng, withSpectrum, centeredItem } from './helpers';
 
 const SIZES = [1, 2, 3, 5, 16, 63, 64, 65, 100, 127, 128, 129, 200];
@@ -130,17 +135,115 @@ describe('eigensolver: every size path, backward-stable on the matrices layers s
     expect(r.orthogonality).toBeLessThan(10 * n * EPS32);
   });
 
+  // Batches of 3 or more matrices up to n = 96 take the lane-interleaved QL iteration on CPUs with
+  // AVX2 (native/cpu/tridiagonal_batched.h); single matrices, and other CPUs, LAPACK's ?stedc.
+  test.each([5, 16, 63, 64, 96])('n = %i: a batch of 7 (groups of 4 and 3) agrees with the matrices solved one by one', (n) => {
+    const B = 7;
+    const mats = Array.from({ length: B }, (_, b) => (b === 5 ? withSpectrum(knownSpectrum(n), 300 + n) : covariance(n, 40 * n + b)));
+    const batch = new Float64Array(B * n * n);
+    mats.forEach((m, b) => batch.set(m, b * n * n));
+    const e = eighSync(new Tensor(batch, [B, n, n]));
+    for (let b = 0; b < B; b++) {
+      const l = e.values.data.slice(b * n, (b + 1) * n);
+      const v = e.vectors.data.slice(b * n * n, (b + 1) * n * n);
+      const a = mats[b];
+      let r2 = 0;
+      let a2 = 0;
+      for (let i = 0; i < n; i++)
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let k = 0; k < n; k++) s += a[i * n + k] * v[k * n + j];
+          r2 += (s - v[i * n + j] * l[j]) ** 2;
+          a2 += a[i * n + j] ** 2;
+        }
+      expect(Math.sqrt(r2 / a2)).toBeLessThan(10 * n * EPS64);
+      let orth = 0;
+      for (let i = 0; i < n; i++)
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let k = 0; k < n; k++) s += v[k * n + i] * v[k * n + j];
+          orth = Math.max(orth, Math.abs(s - (i === j ? 1 : 0)));
+        }
+      expect(orth).toBeLessThan(10 * n * EPS64);
+      const alone = checkEigh(a, n).values;
+      const top = Math.max(Math.abs(alone[0]), Math.abs(alone[n - 1]));
+      for (let i = 0; i < n; i++) {
+        if (i > 0) expect(l[i]).toBeGreaterThanOrEqual(l[i - 1]);
+        expect(Math.abs(l[i] - alone[i])).toBeLessThan(10 * n * EPS64 * top);
+      }
+    }
+  });
+
   test('a batch mixes paths per item (a scaled item next to plain ones)', () => {
     const n = 64;
     const a = covariance(n, 11);
-    const batch = new Float64Array(3 * n * n);
-    batch.set(a, 0);
+    const batch = new Float64Array(5 * n * n);
+    for (const b of [0, 2, 3, 4]) batch.set(a, b * n * n);
     batch.set(a.map((x) => x * 1e-160), n * n);
-    batch.set(a, 2 * n * n);
-    const e = eighSync(new Tensor(batch, [3, n, n]));
+    const e = eighSync(new Tensor(batch, [5, n, n]));
     for (let i = 0; i < n; i++) {
+      // items 0, 2, 3 share a group (and lanes): the same matrix gives the same numbers in any lane
       expect(e.values.data[i]).toBe(e.values.data[2 * n + i]);
+      expect(e.values.data[i]).toBe(e.values.data[3 * n + i]);
+      expect(Math.abs(e.values.data[4 * n + i] - e.values.data[i])).toBeLessThan(10 * n * EPS64 * e.values.data[n - 1]);
       expect(Math.abs(e.values.data[n + i] / 1e-160 - e.values.data[i])).toBeLessThan(10 * n * EPS64 * e.values.data[n - 1]);
     }
+  });
+
+  test('the baseline kernels (COVPOOL_CPU_BASELINE=1: what CPUs without AVX2 run) agree with the default ones', () => {
+    // A fresh process, since the kernel choice is made once per process. It solves the same batch
+    // (?stedc for the tridiagonal problems, the fused reduction without AVX2) and reports its own
+    // residuals; the eigenvalues and the layer's square roots must match this process's.
+    const root = path.join(__dirname, '..');
+    if (!fs.existsSync(path.join(root, 'dist', 'lib', 'index.js'))) throw new Error('this test runs dist/ in a child: run `npm run build` first');
+    const n = 64;
+    const B = 7;
+    const batch = new Float64Array(B * n * n);
+    for (let b = 0; b < B; b++) batch.set(covariance(n, 900 + b), b * n * n);
+    const features = reluFeatures(B, n, 49, 77);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'covpool-baseline-'));
+    fs.writeFileSync(path.join(dir, 'a.bin'), Buffer.from(batch.buffer));
+    fs.writeFileSync(path.join(dir, 'x.bin'), Buffer.from(Float64Array.from(features.data).buffer));
+    const script = `
+      const c = require('./dist/lib'), fs = require('fs'), dir = ${JSON.stringify(dir)};
+      const n = ${n}, B = ${B};
+      const read = (f) => { const b = fs.readFileSync(dir + '/' + f); return new Float64Array(b.buffer, b.byteOffset, b.length / 8); };
+      const a = read('a.bin'), x = read('x.bin');
+      const e = c.eighSync(new c.Tensor(Float64Array.from(a), [B, n, n]));
+      let worst = 0, orth = 0;
+      for (let b = 0; b < B; b++) {
+        const A = a.subarray(b * n * n), V = e.vectors.data.subarray(b * n * n), l = e.values.data.subarray(b * n);
+        let r2 = 0, a2 = 0;
+        for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+          let s = 0; for (let k = 0; k < n; k++) s += A[i * n + k] * V[k * n + j];
+          r2 += (s - V[i * n + j] * l[j]) ** 2; a2 += A[i * n + j] ** 2;
+          let o = 0; for (let k = 0; k < n; k++) o += V[k * n + i] * V[k * n + j];
+          orth = Math.max(orth, Math.abs(o - (i === j ? 1 : 0)));
+        }
+        worst = Math.max(worst, Math.sqrt(r2 / a2));
+      }
+      const s = new c.CovPoolLayer('svd').forwardSync(new c.Tensor(Float64Array.from(x), [B, n, 49])).output.data;
+      fs.writeFileSync(dir + '/out.json', JSON.stringify({ worst, orth, values: Array.from(e.values.data), s: Array.from(s) }));
+    `;
+    const r = spawnSync(process.execPath, ['-e', script], { cwd: root, env: { ...process.env, COVPOOL_CPU_BASELINE: '1' }, encoding: 'utf8' });
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+    const out = JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8'));
+    fs.rmSync(dir, { recursive: true, force: true });
+    expect(out.worst).toBeLessThan(10 * n * EPS64);
+    expect(out.orth).toBeLessThan(10 * n * EPS64);
+    const here = eighSync(new Tensor(batch, [B, n, n])).values.data;
+    for (let b = 0; b < B; b++) {
+      const top = here[b * n + n - 1];
+      for (let i = 0; i < n; i++) expect(Math.abs(out.values[b * n + i] - here[b * n + i])).toBeLessThan(10 * n * EPS64 * top);
+    }
+    // The roots agree to the solvers' rounding of the null eigenvalues (sqrt of ~1e-16 noise).
+    const s = new CovPoolLayer('svd').forwardSync(features).output.data;
+    let d2 = 0;
+    let s2 = 0;
+    for (let i = 0; i < s.length; i++) {
+      d2 += (s[i] - out.s[i]) ** 2;
+      s2 += s[i] ** 2;
+    }
+    expect(Math.sqrt(d2 / s2)).toBeLessThan(1e-6);
   });
 });

@@ -1,5 +1,6 @@
 #include "threadpool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -67,8 +68,10 @@ thread_local CallControl* currentControl = nullptr;
 
 // Shared by the caller and the helpers it enqueued; helpers that start late find no work left.
 struct Job {
-  std::size_t n = 0;
-  const std::function<void(std::size_t)>* body = nullptr;
+  std::size_t n = 0;       // groups
+  std::size_t items = 0;   // items over all groups (progress counts these)
+  std::size_t group = 1;   // items per group (the last may have fewer)
+  const std::function<void(std::size_t, std::size_t)>* body = nullptr;
   CallControl* control = nullptr;  // the calling thread's, valid until parallelFor returns
   std::atomic<std::size_t> next{0};
   std::size_t done = 0;  // guarded by m
@@ -83,9 +86,10 @@ struct Job {
       const std::size_t i = next.fetch_add(1);
       if (i >= n) return;
       std::exception_ptr err;
+      const std::size_t first = i * group, count = std::min(group, items - first);
       try {
         if (control && control->cancelled.load()) throw CallCancelled();
-        (*body)(i);
+        (*body)(first, count);
       } catch (...) {
         err = std::current_exception();
       }
@@ -95,7 +99,9 @@ struct Job {
         errorIndex = i;
       }
       // Under the lock, so the reports are in order and all made before the caller returns.
-      if (!err && ++succeeded && control && control->progress) control->progress(succeeded, n);
+      if (!err)
+        for (std::size_t k = 0; k < count; ++k)
+          if (++succeeded && control && control->progress) control->progress(succeeded, items);
       if (++done == n) cv.notify_all();
     }
   }
@@ -118,27 +124,37 @@ int poolThreads() {
 CallScope::CallScope(CallControl* control) : previous_(currentControl) { currentControl = control; }
 CallScope::~CallScope() { currentControl = previous_; }
 
-void parallelFor(std::size_t n, const std::function<void(std::size_t)>& body) {
-  if (n == 0) return;
+void parallelForGroups(std::size_t items, std::size_t group, const std::function<void(std::size_t, std::size_t)>& body) {
+  if (items == 0) return;
+  if (group == 0) group = 1;
+  const std::size_t n = (items + group - 1) / group;
   CallControl* control = currentControl;
   if (n == 1 || poolThreads() == 1) {
-    for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t g = 0; g < n; ++g) {
       if (control && control->cancelled.load()) throw CallCancelled();
-      body(i);
-      if (control && control->progress) control->progress(i + 1, n);
+      const std::size_t first = g * group, count = std::min(group, items - first);
+      body(first, count);
+      if (control && control->progress)
+        for (std::size_t k = 1; k <= count; ++k) control->progress(first + k, items);
     }
     return;
   }
   auto job = std::make_shared<Job>();
   job->n = n;
+  job->items = items;
+  job->group = group;
   job->control = control;
-  job->body = &body;  // valid until we return, and we return only when all n items are done
+  job->body = &body;  // valid until we return, and we return only when all n groups are done
   const std::size_t helpers = std::min<std::size_t>(n - 1, static_cast<std::size_t>(poolThreads() - 1));
   for (std::size_t h = 0; h < helpers; ++h) pool().submit([job] { job->work(); });
   job->work();
   std::unique_lock<std::mutex> lk(job->m);
   job->cv.wait(lk, [&] { return job->done == job->n; });
   if (job->error) std::rethrow_exception(job->error);
+}
+
+void parallelFor(std::size_t n, const std::function<void(std::size_t)>& body) {
+  parallelForGroups(n, 1, [&](std::size_t first, std::size_t) { body(first); });
 }
 
 }  // namespace covpool

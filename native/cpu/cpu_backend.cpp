@@ -109,8 +109,11 @@ template <class T> T normalizer(const T* a, int n, Normalization nm) {
   return T(1);
 }
 
-// Square root of one item: a (n x n, Ts, overwritten with scratch) -> s (n x n, Ts).
-template <class Ti, class Ts> void sqrtmItem(CpuState<Ti, Ts>& st, std::size_t b, Ts* a, Ts* s) {
+// The square root of one item in three steps, so that the eigen methods can run the middle one
+// (the eigendecomposition) on several items together: a (n x n, Ts, overwritten with scratch)
+// -> s (n x n, Ts).
+// 1. Checks, normalization A / tau, and what the backward keeps of the input.
+template <class Ti, class Ts> void sqrtmItemPrepare(CpuState<Ti, Ts>& st, std::size_t b, Ts* a) {
   const int n = st.dims.C;
   const std::size_t m = st.m();
   const SqrtmOptions& o = st.options;
@@ -124,7 +127,14 @@ template <class Ti, class Ts> void sqrtmItem(CpuState<Ti, Ts>& st, std::size_t b
   if (o.method == Method::SVD_NEWTON) std::copy(a, a + m, st.araw.data() + b * m);
   if (tau != Ts(1)) for (std::size_t i = 0; i < m; ++i) a[i] /= tau;
   if (st.keepsNormalized()) std::copy(a, a + m, st.ahat.data() + b * m);
+}
 
+// 2. The method's square root of the normalized matrix. Eigen methods find the item's
+// eigendecomposition in the state already (eighGroup below) and only form s from it.
+template <class Ti, class Ts> void sqrtmItemCore(CpuState<Ti, Ts>& st, std::size_t b, Ts* a, Ts* s) {
+  const int n = st.dims.C;
+  const std::size_t m = st.m();
+  const SqrtmOptions& o = st.options;
   if (o.method == Method::NS) {
     nsForward(a, s, st.nsTape(b));
   } else if (o.method == Method::MPA_LYA) {
@@ -133,14 +143,37 @@ template <class Ti, class Ts> void sqrtmItem(CpuState<Ti, Ts>& st, std::size_t b
     mpaForward(a, s, n, st.pade, work, ipiv.data());
   } else {
     const int topN = o.method == Method::SVD_TOPN ? o.topN : 0;
-    eigenSqrtForward(a, s, st.w.data() + b * m, st.lam.data() + b * n, n, static_cast<Ts>(o.eps), topN, scratch<Ts, 1>(m));
+    eigenSqrtFromEigen(s, st.w.data() + b * m, st.lam.data() + b * n, n, static_cast<Ts>(o.eps), topN, scratch<Ts, 1>(m));
   }
+}
+
+// 3. Checks, what the backward keeps of the output, and the scale back by sqrt(tau).
+template <class Ti, class Ts> void sqrtmItemFinish(CpuState<Ti, Ts>& st, std::size_t b, Ts* s) {
+  const std::size_t m = st.m();
+  const SqrtmOptions& o = st.options;
   if (!allFinite(s, m)) fail(sampleMsg(b, std::string(methodName(o.method)) + " produced a non-finite square root"));
   if (st.keepsNormalized()) std::copy(s, s + m, st.shat.data() + b * m);
+  const Ts tau = st.tau[b];
   if (tau != Ts(1)) {
     const Ts r = std::sqrt(tau);
     for (std::size_t i = 0; i < m; ++i) s[i] *= r;
   }
+}
+
+// The eigendecompositions of a group of prepared items (items first .. first + count - 1, their
+// matrices at as[q]) into the state's W and eigenvalues, together (symmetric_eigen.h).
+template <class Ti, class Ts> void eighGroup(CpuState<Ti, Ts>& st, std::size_t first, std::size_t count, Ts* const* as) {
+  const int n = st.dims.C;
+  const std::size_t m = st.m();
+  Ts* w[kTridiagonalLanes] = {};
+  Ts* l[kTridiagonalLanes] = {};
+  int info[kTridiagonalLanes] = {};
+  for (std::size_t q = 0; q < count; ++q) {
+    w[q] = st.w.data() + (first + q) * m;
+    l[q] = st.lam.data() + (first + q) * n;
+  }
+  eighBatch(n, static_cast<int>(count), as, w, l, info);
+  for (std::size_t q = 0; q < count; ++q) forItem(first + q, [&] { requireEighConverged(info[q]); });
 }
 
 // Backward of the normalization S = sqrt(tau) f(A / tau) around a core backward dA_hat:
@@ -237,9 +270,8 @@ std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions&
   if (fromFeatures) st->xc.resize(static_cast<std::size_t>(d.B) * C * N);
   const Ti* x = in.as<Ti>();
   Ti* y = out.as<Ti>();
-  parallelFor(d.B, [&](std::size_t b) {
-    Ts* a = scratch<Ts>(2 * m);
-    Ts* s = a + m;
+  // The matrix of item b into a: the covariance of its features, or its input matrix.
+  auto input = [&](std::size_t b, Ts* a) {
     if (fromFeatures) {
       const Ti* xb = x + b * C * N;
       if (!allFinite(xb, static_cast<std::size_t>(C) * N)) fail(sampleMsg(b, "the features contain NaN or Infinity"));
@@ -257,11 +289,32 @@ std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions&
       checkSymmetric(ab, C, b);
       convert(ab, a, m);
     }
-    forItem(b, [&] { sqrtmItem(*st, b, a, s); });
-    if (st->vectorize) {
-      packUpper(s, y + b * outPer, C);
-    } else {
-      convert(s, y + b * outPer, m);
+  };
+  auto output = [&](std::size_t b, const Ts* s) {
+    if (st->vectorize) packUpper(s, y + b * outPer, C);
+    else convert(s, y + b * outPer, m);
+  };
+  // Eigen methods go in groups of kTridiagonalLanes items, whose eigendecompositions run together;
+  // the other methods item by item. Errors still name the lowest failing item.
+  const std::size_t group = usesEigenForward(o.method) ? kTridiagonalLanes : 1;
+  parallelForGroups(d.B, group, [&](std::size_t first, std::size_t count) {
+    Ts* buf = scratch<Ts>(count * 2 * m);
+    Ts* as[kTridiagonalLanes] = {};
+    for (std::size_t q = 0; q < count; ++q) {
+      as[q] = buf + q * 2 * m;
+      forItem(first + q, [&] {
+        input(first + q, as[q]);
+        sqrtmItemPrepare(*st, first + q, as[q]);
+      });
+    }
+    if (usesEigenForward(o.method)) eighGroup(*st, first, count, as);
+    for (std::size_t q = 0; q < count; ++q) {
+      Ts* s = as[q] + m;
+      forItem(first + q, [&] {
+        sqrtmItemCore(*st, first + q, as[q], s);
+        sqrtmItemFinish(*st, first + q, s);
+      });
+      output(first + q, s);
     }
   });
   return st;
@@ -384,21 +437,33 @@ class CpuBackend final : public Backend {
       const std::size_t m = static_cast<std::size_t>(C) * C;
       values = Buffer(a.dtype(), static_cast<std::size_t>(B) * C);
       vectors = Buffer(a.dtype(), B * m);
-      parallelFor(B, [&](std::size_t b) {
-        const T* ab = a.as<T>() + b * m;
-        if (!allFinite(ab, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
-        checkSymmetric(ab, C, b);
-        T* a = scratch<T>(2 * m);
-        T* w = a + m;
-        std::copy(ab, ab + m, a);
-        const int info = cpu::eigh(C, a, w, values.as<T>() + b * C);
-        if (info != 0) fail(sampleMsg(b, "eigendecomposition did not converge (LAPACK info=" + std::to_string(info) + ")"));
-        T* v = vectors.as<T>() + b * m;  // columns = eigenvectors (U), i.e. the transpose of W
-        constexpr int tile = 32;         // transposed in cache-sized tiles
-        for (int ib = 0; ib < C; ib += tile)
-          for (int jb = 0; jb < C; jb += tile)
-            for (int i = ib; i < std::min(ib + tile, C); ++i)
-              for (int j = jb; j < std::min(jb + tile, C); ++j) v[i * C + j] = w[j * C + i];
+      // In groups whose eigendecompositions run together (symmetric_eigen.h: eighBatch).
+      parallelForGroups(B, kTridiagonalLanes, [&](std::size_t first, std::size_t count) {
+        T* buf = scratch<T>(count * 2 * m);
+        T *as[kTridiagonalLanes] = {}, *ws[kTridiagonalLanes] = {}, *ls[kTridiagonalLanes] = {};
+        int info[kTridiagonalLanes] = {};
+        for (std::size_t q = 0; q < count; ++q) {
+          const std::size_t b = first + q;
+          const T* ab = a.as<T>() + b * m;
+          if (!allFinite(ab, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
+          checkSymmetric(ab, C, b);
+          as[q] = buf + q * 2 * m;
+          ws[q] = as[q] + m;
+          ls[q] = values.as<T>() + b * C;
+          std::copy(ab, ab + m, as[q]);
+        }
+        eighBatch(C, static_cast<int>(count), as, ws, ls, info);
+        for (std::size_t q = 0; q < count; ++q) {
+          const std::size_t b = first + q;
+          if (info[q] != 0) fail(sampleMsg(b, "eigendecomposition did not converge (LAPACK info=" + std::to_string(info[q]) + ")"));
+          const T* w = ws[q];
+          T* v = vectors.as<T>() + b * m;  // columns = eigenvectors (U), i.e. the transpose of W
+          constexpr int tile = 32;         // transposed in cache-sized tiles
+          for (int ib = 0; ib < C; ib += tile)
+            for (int jb = 0; jb < C; jb += tile)
+              for (int i = ib; i < std::min(ib + tile, C); ++i)
+                for (int j = jb; j < std::min(jb + tile, C); ++j) v[i * C + j] = w[j * C + i];
+        }
       });
       return 0;
     });

@@ -20,11 +20,13 @@
 
 namespace covpool::cpu {
 
-// Eigendecomposition of a (n x n, destroyed) into w (W = U^T) and l; floors eigenvalues at eps
-// and, for svd-topn, sets all but the topN largest to eps. Then s = W^T diag(sqrt l) W.
-template <class T> void eigenSqrtForward(T* a, T* s, T* w, T* l, int n, T eps, int topN, T* work) {
-  const int info = eigh(n, a, w, l);
+inline void requireEighConverged(int info) {
   if (info != 0) fail("eigendecomposition did not converge (LAPACK info=" + std::to_string(info) + ")");
+}
+
+// After the eigendecomposition (w = W = U^T, l ascending): floors the eigenvalues at eps and, for
+// svd-topn, sets all but the topN largest to eps. Then s = W^T diag(sqrt l) W.
+template <class T> void eigenSqrtFromEigen(T* s, const T* w, T* l, int n, T eps, int topN, T* work) {
   for (int i = 0; i < n; ++i) l[i] = std::max(l[i], eps);
   if (topN > 0)
     for (int i = 0; i < n - topN; ++i) l[i] = eps;
@@ -36,6 +38,12 @@ template <class T> void eigenSqrtForward(T* a, T* s, T* w, T* l, int n, T eps, i
   }
   gemmUpper(true, false, n, n, T(1), work, n, work, n, T(0), s, n);
   mirrorUpper(s, n);
+}
+
+// The same from the matrix: eigendecomposition of a (n x n, destroyed) into w and l, then s.
+template <class T> void eigenSqrtForward(T* a, T* s, T* w, T* l, int n, T eps, int topN, T* work) {
+  requireEighConverged(eigh(n, a, w, l));
+  eigenSqrtFromEigen(s, w, l, n, eps, topN, work);
 }
 
 // Per-matrix replacement of non-finite K entries (the `svd` rule): +inf -> largest finite entry,

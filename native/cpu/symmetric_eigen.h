@@ -22,9 +22,11 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "blas.h"
+#include "tridiagonal_batched.h"
 
 namespace covpool::cpu {
 
@@ -128,21 +130,14 @@ template <class T> [[gnu::always_inline]] inline void householderTridiagonalizeB
 #undef COVPOOL_ROW
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#ifdef COVPOOL_X86_DISPATCH
 template <class T> __attribute__((target("avx2,fma"))) void householderTridiagonalizeAvx2(int n, T* a, T* d, T* e, T* tau, T* scratch) {
   householderTridiagonalizeBody(n, a, d, e, tau, scratch);
-}
-inline bool cpuHasAvx2Fma() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
 }
 #endif
 
 template <class T> void householderTridiagonalize(int n, T* a, T* d, T* e, T* tau, T* scratch) {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#ifdef COVPOOL_X86_DISPATCH
   if (cpuHasAvx2Fma()) return householderTridiagonalizeAvx2(n, a, d, e, tau, scratch);
 #endif
   householderTridiagonalizeBody(n, a, d, e, tau, scratch);
@@ -222,31 +217,72 @@ template <class T> struct EighWorkspace {
   }
 };
 
-// a (n x n, symmetric, finite) is destroyed; w receives W = U^T, l the eigenvalues ascending.
-// Returns LAPACK's info (0 on success).
-template <class T> int eigh(int n, T* a, T* w, T* l) {
+// Stage 1 for one matrix: false when a is outside the safe range (the caller then runs ?syevd).
+template <class T> bool reduceToTridiagonal(int n, T* a, T* d, T* e, T* tau, EighWorkspace<T>& ws) {
   const std::size_t m = static_cast<std::size_t>(n) * n;
   T amax = 0;
   for (std::size_t i = 0; i < m; ++i) amax = std::max(amax, std::fabs(a[i]));
   const T smallNum = std::numeric_limits<T>::min() / std::numeric_limits<T>::epsilon();
   const T safeMin = std::sqrt(smallNum), safeMax = std::sqrt(T(1) / smallNum);
-  if (!(amax >= safeMin && amax <= safeMax)) {  // zero, tiny or huge entries: ?syevd scales first
-    std::copy(a, a + m, w);
-    return syevd(n, w, l);
-  }
-  thread_local EighWorkspace<T> ws;
-  ws.reserve(n);
-  const lapack_int lw = static_cast<lapack_int>(ws.work.size()), liw = static_cast<lapack_int>(ws.iwork.size());
+  if (!(amax >= safeMin && amax <= safeMax)) return false;  // zero, tiny or huge entries
   if (n <= kFusedTridiagonalMax) {
-    householderTridiagonalize(n, a, l, ws.e.data(), ws.tau.data(), ws.scratch.data());
-  } else {
-    const int info = sytrdLower(n, a, l, ws.e.data(), ws.tau.data(), ws.work.data(), lw);
-    if (info != 0) return info;
+    householderTridiagonalize(n, a, d, e, tau, ws.scratch.data());
+  } else if (sytrdLower(n, a, d, e, tau, ws.work.data(), static_cast<lapack_int>(ws.work.size())) != 0) {
+    return false;  // cannot happen with a valid workspace; ?syevd reports it then
   }
-  const int info = stedc(n, l, ws.e.data(), w, ws.work.data(), lw, ws.iwork.data(), liw);
-  if (info != 0) return info;
-  backTransformBlocked(n, a, ws.tau.data(), w, ws.work.data());
-  return 0;
+  return true;
+}
+
+// Up to kTridiagonalLanes matrices (a[q], n x n, symmetric, finite; destroyed): w[q] receives
+// W = U^T, l[q] the eigenvalues ascending, info[q] LAPACK's info (0 on success). The tridiagonal
+// problems of the matrices in the safe range are solved together by the lane-interleaved QL
+// iteration (tridiagonal_batched.h) where it is faster (float64, n <= kBatchedTridiagonalMax, a
+// CPU with AVX2 and FMA), one by one by ?stedc otherwise; matrices outside the range go to ?syevd.
+template <class T> void eighBatch(int n, int count, T* const* a, T* const* w, T* const* l, int* info) {
+  thread_local EighWorkspace<T> ws;
+  thread_local std::vector<T> eLanes, tauLanes;
+  ws.reserve(n);
+  const std::size_t nn = static_cast<std::size_t>(n);
+  eLanes.resize(kTridiagonalLanes * nn);
+  tauLanes.resize(kTridiagonalLanes * nn);
+  int fast[kTridiagonalLanes], fastCount = 0;
+  for (int q = 0; q < count; ++q) {
+    info[q] = 0;
+    if (reduceToTridiagonal(n, a[q], l[q], eLanes.data() + q * nn, tauLanes.data() + q * nn, ws)) {
+      fast[fastCount++] = q;
+    } else {
+      std::copy(a[q], a[q] + nn * nn, w[q]);
+      info[q] = syevd(n, w[q], l[q]);
+    }
+  }
+  bool solved = false;
+#ifdef COVPOOL_X86_DISPATCH
+  if constexpr (std::is_same_v<T, double>) {
+    if (fastCount > 2 && n <= kBatchedTridiagonalMax && cpuHasAvx2Fma()) {
+      double *d[kTridiagonalLanes], *e[kTridiagonalLanes], *lo[kTridiagonalLanes], *z[kTridiagonalLanes];
+      for (int k = 0; k < fastCount; ++k) {
+        d[k] = lo[k] = l[fast[k]];
+        e[k] = eLanes.data() + fast[k] * nn;
+        z[k] = w[fast[k]];
+      }
+      solved = tridiagonalEigenBatched(n, fastCount, d, e, lo, z);
+    }
+  }
+#endif
+  const lapack_int lw = static_cast<lapack_int>(ws.work.size()), liw = static_cast<lapack_int>(ws.iwork.size());
+  for (int k = 0; k < fastCount; ++k) {
+    const int q = fast[k];
+    if (!solved) info[q] = stedc(n, l[q], eLanes.data() + q * nn, w[q], ws.work.data(), lw, ws.iwork.data(), liw);
+    if (info[q] == 0) backTransformBlocked(n, a[q], tauLanes.data() + q * nn, w[q], ws.work.data());
+  }
+}
+
+// One matrix: a (n x n, symmetric, finite) is destroyed; w receives W = U^T, l the eigenvalues
+// ascending. Returns LAPACK's info (0 on success).
+template <class T> int eigh(int n, T* a, T* w, T* l) {
+  int info = 0;
+  eighBatch(n, 1, &a, &w, &l, &info);
+  return info;
 }
 
 }  // namespace covpool::cpu
