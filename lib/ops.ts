@@ -31,7 +31,8 @@ export function canonicalDataFormat(f: unknown, fallback: 'channelsFirst' | 'cha
 export interface CallOptions {
   /**
    * Cancels the call: checked natively between batch items (an item already running finishes
-   * first), and the promise then rejects with an `AbortError`. Already aborted: rejects at once.
+   * first; the CPU eigen methods and eigh go four items at a time), and the promise then rejects
+   * with an `AbortError`. Already aborted: rejects at once.
    */
   signal?: AbortSignal;
   /** Called on the JS thread as batch items finish: done = 1 ... total, the last before the promise resolves. */

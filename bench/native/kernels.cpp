@@ -1,7 +1,8 @@
 // Kernel microbenchmark behind the README's profile: CPU time (this thread only, so other load on
 // the machine hardly matters) of the LAPACK symmetric eigensolvers and their parts on covariance
-// matrices of the two CPU workloads, of covpool's own eigensolver (native/cpu/symmetric_eigen.h)
-// and its two replaced stages, and of gemmUpper (native/cpu/blas.h) against a full GEMM.
+// matrices of the two CPU workloads, of covpool's own eigensolver (native/cpu/symmetric_eigen.h,
+// one matrix and four at a time) and the stages it replaces, and of gemmUpper (native/cpu/blas.h)
+// against a full GEMM.
 // Single-threaded OpenBLAS, as covpool runs it.
 //
 //   g++ -O3 -std=c++17 bench/native/kernels.cpp -I/usr/include/x86_64-linux-gnu/openblas-pthread \
@@ -78,7 +79,19 @@ static void eigensolvers(int n, int N, int items, int reps) {
   printf("  dsyevd                  %8.1f\n", full([&] { LAPACKE_dsyevd_work(LAPACK_COL_MAJOR, 'V', 'U', n, w.data(), n, l.data(), work.data(), lw, iwork.data(), liw); }));
   printf("  dsyevr                  %8.1f\n", full([&] { LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'V', 'A', 'U', n, w.data(), n, 0, 0, 0, 0, 0, &found, l.data(), z.data(), n, isuppz.data(), work.data(), lw, iwork.data(), liw); }));
   printf("  dsyev                   %8.1f\n", full([&] { LAPACKE_dsyev_work(LAPACK_COL_MAJOR, 'V', 'U', n, w.data(), n, l.data(), work.data(), lw); }));
-  printf("  covpool eigh            %8.1f   (symmetric_eigen.h: the three stages below, called directly)\n", full([&] { eigh(n, w.data(), z.data(), l.data()); }));
+  printf("  covpool eigh            %8.1f   (symmetric_eigen.h, one matrix: the three stages below)\n", full([&] { eigh(n, w.data(), z.data(), l.data()); }));
+  {  // four matrices at a time, as the layers run them (items 4k .. 4k+3)
+    std::vector<double> a4(4 * m), w4(4 * m), l4(4 * static_cast<std::size_t>(n));
+    double *ap[4], *wp[4], *lp[4];
+    int info[4];
+    for (int q = 0; q < 4; ++q) { ap[q] = a4.data() + q * m; wp[q] = w4.data() + q * m; lp[q] = l4.data() + q * n; }
+    printf("  covpool eighBatch       %8.1f   (four matrices at a time, per matrix)\n", cpuUs([&] {
+      for (int b = 0; b + 4 <= items; b += 4) {
+        std::copy(a.begin() + b * m, a.begin() + (b + 4) * m, a4.begin());
+        eighBatch(n, 4, ap, wp, lp, info);
+      }
+    }, reps) / items);
+  }
   printf("  dsytrd (tridiagonalize) %8.1f\n", full([&] { LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'L', n, w.data(), n, d.data(), e.data(), tau.data(), work.data(), lw); }));
   printf("  fused Householder       %8.1f   (householderTridiagonalize; covpool uses it up to n = %d)\n",
          full([&] { householderTridiagonalize(n, w.data(), d.data(), e.data(), tau.data(), scratch.data()); }), kFusedTridiagonalMax);
@@ -98,6 +111,18 @@ static void eigensolvers(int n, int N, int items, int reps) {
   };
   lapack_logical tryrac = 1;
   printf("  dstedc (divide and conquer, vectors) %8.1f\n", tri([&] { LAPACKE_dstedc_work(LAPACK_COL_MAJOR, 'I', n, d.data(), e.data(), z.data(), n, work.data(), lw, iwork.data(), liw); }));
+#ifdef COVPOOL_X86_DISPATCH
+  if (cpuHasAvx2Fma()) {  // the same tridiagonal problem in all four lanes; time per matrix
+    std::vector<double> lz(4 * static_cast<std::size_t>(n)), zz(4 * m);
+    double* dl[4] = {d0.data(), d0.data(), d0.data(), d0.data()};
+    double* el[4] = {e0.data(), e0.data(), e0.data(), e0.data()};
+    double* ll[4] = {lz.data(), lz.data() + n, lz.data() + 2 * n, lz.data() + 3 * n};
+    double* zl[4] = {zz.data(), zz.data() + m, zz.data() + 2 * m, zz.data() + 3 * m};
+    printf("  lane-interleaved QL, 4 at a time     %8.1f   (tridiagonalEigenBatched; covpool's up to n = %d)\n",
+           cpuUs([&] { for (int b = 0; b < items; b += 4) tridiagonalEigenBatched(n, 4, dl, el, ll, zl); }, reps) / items,
+           kBatchedTridiagonalMax);
+  }
+#endif
   printf("  dstemr (MRRR, vectors)               %8.1f\n", tri([&] { LAPACKE_dstemr_work(LAPACK_COL_MAJOR, 'V', 'A', n, d.data(), e.data(), 0, 0, 0, 0, &found, l.data(), z.data(), n, n, isuppz.data(), &tryrac, work.data(), lw, iwork.data(), liw); }));
   printf("  dsteqr (implicit QL/QR, vectors)     %8.1f\n", tri([&] { LAPACKE_dsteqr_work(LAPACK_COL_MAJOR, 'I', n, d.data(), e.data(), z.data(), n, work.data()); }));
   printf("  dsterf (values only)                 %8.1f\n", tri([&] { LAPACKE_dsterf(n, d.data(), e.data()); }));
@@ -128,6 +153,8 @@ template <class T> static void products(int n, int reps) {
 int main() {
   openblas_set_num_threads(1);
   eigensolvers(64, 49, 64, 15);
+  eigensolvers(96, 74, 16, 7);    // around the lane-interleaved QL's crossover with ?stedc
+  eigensolvers(128, 98, 8, 5);
   eigensolvers(256, 196, 4, 5);
   for (int n : {64, 256}) {
     products<float>(n, 15);

@@ -6,9 +6,11 @@
 // blocks of 8 rows, which stay in L1 while the whole sweep passes over them.
 //
 // Why: at n = 64 LAPACK's divide and conquer (?stedc) is scalar-bound (its secular equations and
-// its ?steqr leaves) and took over half of covpool's eigensolver; this takes 59 us per matrix
-// against ?stedc's 123 at n = 64, 26 against 82 at n = 48 (bench/native/kernels.cpp), and loses
-// from about n = 128 on, where the divide and conquer's GEMMs pay off.
+// its ?steqr leaves) and took over half of covpool's eigensolver. Per matrix, one core
+// (bench/native/kernels.cpp): 55 us against ?stedc's 117 at n = 64, 140 against 261 at n = 96;
+// 800 against 392 at n = 128 and 5.9 ms against 1.5 at n = 256, where the four lanes' eigenvector
+// matrices outgrow the caches and the divide and conquer's GEMMs pay off: hence
+// kBatchedTridiagonalMax = 96.
 //
 // Deflation: |e_m| <= eps ||T_lane||, the absolute criterion of a backward-stable solver (the
 // result is exact for a matrix within eps ||T|| of the input). A lane that does not converge in
