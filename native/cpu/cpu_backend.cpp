@@ -2,6 +2,7 @@
 // and run in parallel on the process-wide pool; within one item the whole pipeline (covariance,
 // normalization, square root, packing) runs on one core, with the item's data hot in its caches.
 #include <cmath>
+#include <exception>
 #include <sstream>
 #include <type_traits>
 
@@ -300,15 +301,25 @@ std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions&
   parallelForGroups(d.B, group, [&](std::size_t first, std::size_t count) {
     Ts* buf = scratch<Ts>(count * 2 * m);
     Ts* as[kTridiagonalLanes] = {};
+    // An item that fails here stops the group after the items before it have run to the end, so
+    // the error reported is still that of the lowest failing item.
+    std::size_t ready = count;
+    std::exception_ptr failed;
     for (std::size_t q = 0; q < count; ++q) {
       as[q] = buf + q * 2 * m;
-      forItem(first + q, [&] {
-        input(first + q, as[q]);
-        sqrtmItemPrepare(*st, first + q, as[q]);
-      });
+      try {
+        forItem(first + q, [&] {
+          input(first + q, as[q]);
+          sqrtmItemPrepare(*st, first + q, as[q]);
+        });
+      } catch (...) {
+        failed = std::current_exception();
+        ready = q;
+        break;
+      }
     }
-    if (usesEigenForward(o.method)) eighGroup(*st, first, count, as);
-    for (std::size_t q = 0; q < count; ++q) {
+    if (ready > 0 && usesEigenForward(o.method)) eighGroup(*st, first, ready, as);
+    for (std::size_t q = 0; q < ready; ++q) {
       Ts* s = as[q] + m;
       forItem(first + q, [&] {
         sqrtmItemCore(*st, first + q, as[q], s);
@@ -316,6 +327,7 @@ std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions&
       });
       output(first + q, s);
     }
+    if (failed) std::rethrow_exception(failed);
   });
   return st;
 }
@@ -442,18 +454,26 @@ class CpuBackend final : public Backend {
         T* buf = scratch<T>(count * 2 * m);
         T *as[kTridiagonalLanes] = {}, *ws[kTridiagonalLanes] = {}, *ls[kTridiagonalLanes] = {};
         int info[kTridiagonalLanes] = {};
+        std::size_t ready = count;  // as in forwardImpl: the lowest failing item's error wins
+        std::exception_ptr failed;
         for (std::size_t q = 0; q < count; ++q) {
           const std::size_t b = first + q;
           const T* ab = a.as<T>() + b * m;
-          if (!allFinite(ab, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
-          checkSymmetric(ab, C, b);
+          try {
+            if (!allFinite(ab, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
+            checkSymmetric(ab, C, b);
+          } catch (...) {
+            failed = std::current_exception();
+            ready = q;
+            break;
+          }
           as[q] = buf + q * 2 * m;
           ws[q] = as[q] + m;
           ls[q] = values.as<T>() + b * C;
           std::copy(ab, ab + m, as[q]);
         }
-        eighBatch(C, static_cast<int>(count), as, ws, ls, info);
-        for (std::size_t q = 0; q < count; ++q) {
+        if (ready > 0) eighBatch(C, static_cast<int>(ready), as, ws, ls, info);
+        for (std::size_t q = 0; q < ready; ++q) {
           const std::size_t b = first + q;
           if (info[q] != 0) fail(sampleMsg(b, "eigendecomposition did not converge (LAPACK info=" + std::to_string(info[q]) + ")"));
           const T* w = ws[q];
@@ -464,6 +484,7 @@ class CpuBackend final : public Backend {
               for (int i = ib; i < std::min(ib + tile, C); ++i)
                 for (int j = jb; j < std::min(jb + tile, C); ++j) v[i * C + j] = w[j * C + i];
         }
+        if (failed) std::rethrow_exception(failed);
       });
       return 0;
     });
