@@ -382,7 +382,7 @@ function eighImpl(aIn: TensorInput, async: boolean, control?: NativeControl) {
     vectors: new Tensor(r.vectors, [B, C, C]),
   }));
 }
-/** Batched symmetric eigendecomposition (LAPACK syevd), in the input dtype. */
+/** Batched symmetric eigendecomposition in the input dtype (CPU: native/cpu/symmetric_eigen.h; CUDA: cuSOLVER). */
 export const eigh = (a: TensorInput, options?: CallOptions): Promise<Eigh> =>
   promised(() => controlled(options, batchOf(a), (c) => eighImpl(a, true, c) as Promise<Eigh>));
 export const eighSync = (a: TensorInput): Eigh => eighImpl(a, false) as Eigh;
