@@ -34,6 +34,22 @@ template <class F> void forItem(std::size_t b, F&& f) {
   }
 }
 
+// The first step of a group of items (first .. first + count - 1), item by item until one fails:
+// returns how many succeeded and leaves the failure in `failed`. The caller finishes the items
+// before the failed one and then rethrows, so a grouped call still reports the lowest failing
+// item's error, as parallelFor does.
+template <class F> std::size_t startGroup(std::size_t first, std::size_t count, std::exception_ptr& failed, F&& step) {
+  for (std::size_t q = 0; q < count; ++q) {
+    try {
+      forItem(first + q, [&] { step(q); });
+    } catch (...) {
+      failed = std::current_exception();
+      return q;
+    }
+  }
+  return count;
+}
+
 // Per-thread scratch areas, reused across items and calls (no allocation in the hot loop) and
 // freed by emptyCache() between calls. Slot 0 holds an item's pipeline buffers, slot 1 the work
 // space of the method kernels, so the two never alias. Contents are not initialized.
@@ -301,23 +317,12 @@ std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions&
   parallelForGroups(d.B, group, [&](std::size_t first, std::size_t count) {
     Ts* buf = scratch<Ts>(count * 2 * m);
     Ts* as[kTridiagonalLanes] = {};
-    // An item that fails here stops the group after the items before it have run to the end, so
-    // the error reported is still that of the lowest failing item.
-    std::size_t ready = count;
     std::exception_ptr failed;
-    for (std::size_t q = 0; q < count; ++q) {
+    const std::size_t ready = startGroup(first, count, failed, [&](std::size_t q) {
       as[q] = buf + q * 2 * m;
-      try {
-        forItem(first + q, [&] {
-          input(first + q, as[q]);
-          sqrtmItemPrepare(*st, first + q, as[q]);
-        });
-      } catch (...) {
-        failed = std::current_exception();
-        ready = q;
-        break;
-      }
-    }
+      input(first + q, as[q]);
+      sqrtmItemPrepare(*st, first + q, as[q]);
+    });
     if (ready > 0 && usesEigenForward(o.method)) eighGroup(*st, first, ready, as);
     for (std::size_t q = 0; q < ready; ++q) {
       Ts* s = as[q] + m;
@@ -454,28 +459,21 @@ class CpuBackend final : public Backend {
         T* buf = scratch<T>(count * 2 * m);
         T *as[kTridiagonalLanes] = {}, *ws[kTridiagonalLanes] = {}, *ls[kTridiagonalLanes] = {};
         int info[kTridiagonalLanes] = {};
-        std::size_t ready = count;  // as in forwardImpl: the lowest failing item's error wins
         std::exception_ptr failed;
-        for (std::size_t q = 0; q < count; ++q) {
+        const std::size_t ready = startGroup(first, count, failed, [&](std::size_t q) {
           const std::size_t b = first + q;
           const T* ab = a.as<T>() + b * m;
-          try {
-            if (!allFinite(ab, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
-            checkSymmetric(ab, C, b);
-          } catch (...) {
-            failed = std::current_exception();
-            ready = q;
-            break;
-          }
+          if (!allFinite(ab, m)) fail(sampleMsg(b, "the matrix contains NaN or Infinity"));
+          checkSymmetric(ab, C, b);
           as[q] = buf + q * 2 * m;
           ws[q] = as[q] + m;
           ls[q] = values.as<T>() + b * C;
           std::copy(ab, ab + m, as[q]);
-        }
+        });
         if (ready > 0) eighBatch(C, static_cast<int>(ready), as, ws, ls, info);
         for (std::size_t q = 0; q < ready; ++q) {
           const std::size_t b = first + q;
-          if (info[q] != 0) fail(sampleMsg(b, "eigendecomposition did not converge (LAPACK info=" + std::to_string(info[q]) + ")"));
+          forItem(b, [&] { requireEighConverged(info[q]); });
           const T* w = ws[q];
           T* v = vectors.as<T>() + b * m;  // columns = eigenvectors (U), i.e. the transpose of W
           constexpr int tile = 32;         // transposed in cache-sized tiles

@@ -40,12 +40,6 @@ template <class T> void eigenSqrtFromEigen(T* s, const T* w, T* l, int n, T eps,
   mirrorUpper(s, n);
 }
 
-// The same from the matrix: eigendecomposition of a (n x n, destroyed) into w and l, then s.
-template <class T> void eigenSqrtForward(T* a, T* s, T* w, T* l, int n, T eps, int topN, T* work) {
-  requireEighConverged(eigh(n, a, w, l));
-  eigenSqrtFromEigen(s, w, l, n, eps, topN, work);
-}
-
 // Per-matrix replacement of non-finite K entries (the `svd` rule): +inf -> largest finite entry,
 // -inf -> smallest finite entry, NaN -> largest finite entry. Per matrix, so samples stay
 // independent (the paper's code does it batch-wide).
@@ -159,7 +153,7 @@ template <class T> void fillF(const SqrtmOptions& o, const T* l, T* F, int n, co
     replaceNonFinite(F, n);
 }
 
-// Backward of eigenSqrtForward: dS (raw) -> dA, symmetric up to rounding (the caller symmetrizes
+// Backward of eigenSqrtFromEigen: dS (raw) -> dA, symmetric up to rounding (the caller symmetrizes
 // once, after the normalization backward). work: 3 n x n matrices.
 template <class T> void eigenSqrtBackward(const SqrtmOptions& o, const T* dS, T* dA, const T* w, const T* l, int n,
                                           const PadeCoefficients* pade, T* work) {

@@ -207,17 +207,25 @@ template <class T> void backTransformBlocked(int n, const T* a, const T* tau, T*
 }
 
 // Per-thread workspace: ?stedc('I') needs 1 + 4n + n^2 reals and 3 + 5n integers, ?sytrd n nb
-// (LAPACK's block size is 32) and backTransformBlocked 2 n nb + nb^2 with nb <= 32.
+// (LAPACK's block size is 32) and backTransformBlocked 2 n nb + nb^2 with nb <= 32; the fused
+// reduction 3n; and each of the (up to kTridiagonalLanes) matrices of a batch its off-diagonal e
+// and reflector factors tau between the stages.
 template <class T> struct EighWorkspace {
-  std::vector<T> work, e, tau, scratch;
+  std::vector<T> work, scratch, e, tau;
   std::vector<lapack_int> iwork;
   void reserve(int n) {
     const std::size_t nn = static_cast<std::size_t>(n);
     const std::size_t lw = std::max<std::size_t>(1 + 4 * nn + nn * nn, 64 * nn + 1024) + 1;
     if (work.size() < lw) work.resize(lw);
     if (iwork.size() < 3 + 5 * nn) iwork.resize(3 + 5 * nn);
-    if (e.size() < nn) { e.resize(nn); tau.resize(nn); scratch.resize(3 * nn); }
+    if (scratch.size() < 3 * nn) scratch.resize(3 * nn);
+    if (e.size() < kTridiagonalLanes * nn) {
+      e.resize(kTridiagonalLanes * nn);
+      tau.resize(kTridiagonalLanes * nn);
+    }
   }
+  T* eOf(int q, int n) { return e.data() + static_cast<std::size_t>(q) * n; }
+  T* tauOf(int q, int n) { return tau.data() + static_cast<std::size_t>(q) * n; }
 };
 
 // Stage 1 for one matrix: false when a is outside the safe range (the caller then runs ?syevd).
@@ -243,15 +251,12 @@ template <class T> bool reduceToTridiagonal(int n, T* a, T* d, T* e, T* tau, Eig
 // CPU with AVX2 and FMA), one by one by ?stedc otherwise; matrices outside the range go to ?syevd.
 template <class T> void eighBatch(int n, int count, T* const* a, T* const* w, T* const* l, int* info) {
   thread_local EighWorkspace<T> ws;
-  thread_local std::vector<T> eLanes, tauLanes;
   ws.reserve(n);
   const std::size_t nn = static_cast<std::size_t>(n);
-  eLanes.resize(kTridiagonalLanes * nn);
-  tauLanes.resize(kTridiagonalLanes * nn);
   int fast[kTridiagonalLanes], fastCount = 0;
   for (int q = 0; q < count; ++q) {
     info[q] = 0;
-    if (reduceToTridiagonal(n, a[q], l[q], eLanes.data() + q * nn, tauLanes.data() + q * nn, ws)) {
+    if (reduceToTridiagonal(n, a[q], l[q], ws.eOf(q, n), ws.tauOf(q, n), ws)) {
       fast[fastCount++] = q;
     } else {
       std::copy(a[q], a[q] + nn * nn, w[q]);
@@ -262,21 +267,21 @@ template <class T> void eighBatch(int n, int count, T* const* a, T* const* w, T*
 #ifdef COVPOOL_X86_DISPATCH
   if constexpr (std::is_same_v<T, double>) {
     if (fastCount > 2 && n <= kBatchedTridiagonalMax && cpuHasAvx2Fma()) {
-      double *d[kTridiagonalLanes], *e[kTridiagonalLanes], *lo[kTridiagonalLanes], *z[kTridiagonalLanes];
+      double *d[kTridiagonalLanes], *e[kTridiagonalLanes], *z[kTridiagonalLanes];
       for (int k = 0; k < fastCount; ++k) {
-        d[k] = lo[k] = l[fast[k]];
-        e[k] = eLanes.data() + fast[k] * nn;
+        d[k] = l[fast[k]];  // the diagonal comes in where the eigenvalues go out
+        e[k] = ws.eOf(fast[k], n);
         z[k] = w[fast[k]];
       }
-      solved = tridiagonalEigenBatched(n, fastCount, d, e, lo, z);
+      solved = tridiagonalEigenBatched(n, fastCount, d, e, d, z);
     }
   }
 #endif
   const lapack_int lw = static_cast<lapack_int>(ws.work.size()), liw = static_cast<lapack_int>(ws.iwork.size());
   for (int k = 0; k < fastCount; ++k) {
     const int q = fast[k];
-    if (!solved) info[q] = stedc(n, l[q], eLanes.data() + q * nn, w[q], ws.work.data(), lw, ws.iwork.data(), liw);
-    if (info[q] == 0) backTransformBlocked(n, a[q], tauLanes.data() + q * nn, w[q], ws.work.data());
+    if (!solved) info[q] = stedc(n, l[q], ws.eOf(q, n), w[q], ws.work.data(), lw, ws.iwork.data(), liw);
+    if (info[q] == 0) backTransformBlocked(n, a[q], ws.tauOf(q, n), w[q], ws.work.data());
   }
 }
 

@@ -177,7 +177,8 @@ inline bool tridiagonalEigenBatched(int n, int count, double* const* d, double* 
       ve[i][q] = i < n - 1 ? e[src][i] : 0.0;
     }
   if (!batched::qlLockstep(n, vd, ve, vz, rotC, rotS)) return false;
-  std::vector<int> order(nn);
+  thread_local std::vector<int> order;
+  order.resize(nn);
   for (int q = 0; q < count; ++q) {
     std::iota(order.begin(), order.end(), 0);
     std::sort(order.begin(), order.end(), [&](int a, int b) { return vd[a][q] < vd[b][q]; });
