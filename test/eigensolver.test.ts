@@ -1,7 +1,10 @@
 // The CPU eigensolver (native/cpu/symmetric_eigen.h) has size-dependent paths: a fused Householder
-// reduction up to n = 64, LAPACK's blocked one above; LAPACK's back-transformation below n = 128,
-// a blocked one (16 reflectors a block, 32 from n = 192) from there; and ?syevd itself for matrices
-// whose entries are too small or too large for an unscaled reduction. Every path is checked here
+// reduction up to n = 64, LAPACK's blocked one above; for the tridiagonal problem (float64) the
+// lane-interleaved QL iteration for batches up to n = 60, covpool's divide and conquer above n = 25
+// otherwise (its merges of 16 or more roots by the vector root finder, smaller ones by LAPACK's
+// ?laed3), ?stedc for float32 and for matrices that split; the blocked back-transformation (16
+// reflectors a block, 32 from n = 192); and ?syevd itself for matrices whose entries are too small
+// or too large for an unscaled reduction. Every path is checked here
 // on the matrices the layers see (rank-deficient covariances: N < C), on known spectra (clusters,
 // zeros, negative values) and on matrices that are already partly reduced (diagonal and
 // block-diagonal ones, where a step's reflector is the identity while an update is still pending).
@@ -13,7 +16,7 @@ import * as path from 'path';
 import { CovPoolLayer, Tensor, eighSync } from '../lib';
 import { gaussian, reluFeatures, rng, withSpectrum, centeredItem } from './helpers';
 
-const SIZES = [1, 2, 3, 5, 16, 63, 64, 65, 100, 127, 128, 129, 200];
+const SIZES = [1, 2, 3, 5, 16, 25, 26, 63, 64, 65, 100, 127, 128, 129, 200, 256];
 
 interface Check {
   residual: number; // ||A V - V diag(l)||_F / ||A||_F
@@ -140,9 +143,10 @@ describe('eigensolver: every size path, backward-stable on the matrices layers s
     expect(r.orthogonality).toBeLessThan(10 * n * EPS32);
   });
 
-  // Batches of 3 or more matrices up to n = 96 take the lane-interleaved QL iteration on CPUs with
-  // AVX2 (native/cpu/tridiagonal_batched.h); single matrices, and other CPUs, LAPACK's ?stedc.
-  test.each([5, 16, 63, 64, 96])('n = %i: a batch of 7 (groups of 4 and 3) agrees with the matrices solved one by one', (n) => {
+  // Batches of 3 or more matrices up to n = 60 take the lane-interleaved QL iteration on CPUs with
+  // AVX2 (native/cpu/tridiagonal_batched.h); single matrices, larger ones and other CPUs the divide
+  // and conquer (or ?stedc up to n = 25).
+  test.each([5, 16, 60, 61, 96])('n = %i: a batch of 7 (groups of 4 and 3) agrees with the matrices solved one by one', (n) => {
     const B = 7;
     const mats = Array.from({ length: B }, (_, b) => (b === 5 ? withSpectrum(knownSpectrum(n), 300 + n) : covariance(n, 40 * n + b)));
     const batch = new Float64Array(B * n * n);
@@ -160,6 +164,59 @@ describe('eigensolver: every size path, backward-stable on the matrices layers s
       const top = Math.max(Math.abs(alone[0]), Math.abs(alone[n - 1]));
       for (let i = 0; i < n; i++) expect(Math.abs(l[i] - alone[i])).toBeLessThan(10 * n * EPS64 * top);
     }
+  });
+
+  // The divide and conquer (native/cpu/tridiagonal_divide_conquer.h) on the spectra that stress it:
+  // no deflation at all (every root through the vector root finder), heavy deflation (many equal
+  // eigenvalues: the zero eigenvalues of rank-deficient covariances), roots crowded against poles
+  // (tight clusters, eigenvalues graded over many orders of magnitude), and a tridiagonal input
+  // that splits (?stedc then). Exact eigenvalues where they are known.
+  const tridiagonal = (diag: number[], off: number[]): Float64Array => {
+    const n = diag.length;
+    const a = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      a[i * n + i] = diag[i];
+      if (i + 1 < n) a[i * n + i + 1] = a[(i + 1) * n + i] = off[i];
+    }
+    return a;
+  };
+  test.each([40, 150, 300])('n = %i: divide and conquer, the 1D Laplacian (no deflation; eigenvalues 2 - 2 cos(k pi / (n + 1)))', (n) => {
+    const r = checkEigh(tridiagonal(new Array(n).fill(2), new Array(n - 1).fill(-1)), n);
+    expect(r.residual).toBeLessThan(10 * n * EPS64);
+    expect(r.orthogonality).toBeLessThan(10 * n * EPS64);
+    for (let k = 1; k <= n; k++) expect(Math.abs(r.values[k - 1] - (2 - 2 * Math.cos((k * Math.PI) / (n + 1))))).toBeLessThan(10 * n * EPS64 * 4);
+  });
+  test.each([64, 256])('n = %i: divide and conquer, a covariance of rank n / 8 (most eigenvalues deflate)', (n) => {
+    const N = n / 8 + 1;
+    const xc = centeredItem(reluFeatures(1, n, N, 5 * n).data, 0, n, N);
+    const a = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) for (let k = 0; k < N; k++) a[i * n + j] += (xc[i * N + k] * xc[j * N + k]) / N;
+    const r = checkEigh(a, n);
+    expect(r.residual).toBeLessThan(10 * n * EPS64);
+    expect(r.orthogonality).toBeLessThan(10 * n * EPS64);
+    const top = r.values[n - 1];
+    for (let i = 0; i < n - N + 1; i++) expect(Math.abs(r.values[i])).toBeLessThan(10 * n * EPS64 * top);
+  });
+  test.each([100, 256])('n = %i: divide and conquer, tight clusters and a spectrum graded over 12 orders of magnitude', (n) => {
+    const clustered = Array.from({ length: n }, (_, i) => (i % 3 === 0 ? 1 : i % 3 === 1 ? 1 + 1e-12 * i : 2 + 1e-10 * i));
+    const graded = Array.from({ length: n }, (_, i) => 10 ** ((-12 * i) / (n - 1)));
+    for (const lams of [clustered, graded]) {
+      const r = checkEigh(withSpectrum(lams, 17 * n), n);
+      expect(r.residual).toBeLessThan(10 * n * EPS64);
+      expect(r.orthogonality).toBeLessThan(10 * n * EPS64);
+      // 20 n eps: forming the matrix Q diag(l) Q^T rounds too; at n = 256 the clustered matrix's
+      // eigenvalues lie 1.8e-12 from l by LAPACK's dsyevd as well.
+      const sorted = lams.slice().sort((x, y) => x - y);
+      for (let i = 0; i < n; i++) expect(Math.abs(r.values[i] - sorted[i])).toBeLessThan(20 * n * EPS64 * sorted[n - 1]);
+    }
+  });
+  test('divide and conquer: a tridiagonal matrix with a zero off-diagonal entry splits and is solved by ?stedc', () => {
+    const n = 120;
+    const off = Array.from({ length: n - 1 }, (_, i) => (i === 70 ? 0 : 0.5 + 0.001 * i));
+    const r = checkEigh(tridiagonal(Array.from({ length: n }, (_, i) => Math.sin(i)), off), n);
+    expect(r.ascending).toBe(true);
+    expect(r.residual).toBeLessThan(10 * n * EPS64);
+    expect(r.orthogonality).toBeLessThan(10 * n * EPS64);
   });
 
   test('a batch mixes paths per item (a scaled item next to plain ones)', () => {

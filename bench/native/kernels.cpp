@@ -1,8 +1,8 @@
 // Kernel microbenchmark behind the README's profile: CPU time (this thread only, so other load on
 // the machine hardly matters) of the LAPACK symmetric eigensolvers and their parts on covariance
 // matrices of the two CPU workloads, of covpool's own eigensolver (native/cpu/symmetric_eigen.h,
-// one matrix and four at a time) and the stages it replaces, and of gemmUpper (native/cpu/blas.h)
-// against a full GEMM.
+// one matrix and four at a time) and the stages it replaces (its tridiagonal solvers against
+// ?stedc and the others), and of gemmUpper (native/cpu/blas.h) against a full GEMM.
 // Single-threaded OpenBLAS, as covpool runs it.
 //
 //   g++ -O3 -std=c++17 bench/native/kernels.cpp -I/usr/include/x86_64-linux-gnu/openblas-pthread \
@@ -111,6 +111,11 @@ static void eigensolvers(int n, int N, int items, int reps) {
   };
   lapack_logical tryrac = 1;
   printf("  dstedc (divide and conquer, vectors) %8.1f\n", tri([&] { LAPACKE_dstedc_work(LAPACK_COL_MAJOR, 'I', n, d.data(), e.data(), z.data(), n, work.data(), lw, iwork.data(), liw); }));
+  {
+    DivideConquerWorkspace dc;
+    printf("  divide and conquer, roots in SIMD    %8.1f   (tridiagonalEigenDivideConquer; covpool's above the lanes)\n",
+           tri([&] { tridiagonalEigenDivideConquer(n, d.data(), e.data(), z.data(), dc); }));
+  }
 #ifdef COVPOOL_X86_DISPATCH
   if (cpuHasAvx2Fma()) {  // the same tridiagonal problem in all four lanes; time per matrix
     std::vector<double> lz(4 * static_cast<std::size_t>(n)), zz(4 * m);

@@ -267,7 +267,7 @@ double itemScratchElements(const SqrtmOptions& o, double C, double N) {
   const double m = C * C;
   double e = 12 * m + C * N;
   if (o.method == Method::SVD_NEWTON) e += (3.0 * o.iterations + 4) * m;  // its backward's Newton-Schulz tape
-  if (usesEigenForward(o.method)) e += 4 * m;  // the forward takes items four at a time (eighBatch)
+  if (usesEigenForward(o.method)) e += 7 * m + 20 * C;  // items four at a time (eighBatch), its divide and conquer
   return e;
 }
 
@@ -366,7 +366,7 @@ Napi::Value Eigh(const Napi::CallbackInfo& info) {
     const std::string what = "eigh of matrices " + shapeText({(size_t)B, (size_t)C, (size_t)C});
     const std::size_t n = checkedProduct({(size_t)B, (size_t)C, (size_t)C}, what);
     // per thread: four items' matrices and eigenvectors, the solver's workspace and lanes
-    requireBytes(opBytes(2.0 * n + double(B) * C, dtypeSize(dtypeArg(info, 0)), 14.0 * C * C + 16.0 * C), what);
+    requireBytes(opBytes(2.0 * n + double(B) * C, dtypeSize(dtypeArg(info, 0)), 17.0 * C * C + 36.0 * C), what);
     requireIndexable(C);
     auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", n));
     auto vals = std::make_shared<Buffer>(), vecs = std::make_shared<Buffer>();

@@ -9,13 +9,14 @@
 //  - up to n = kFusedTridiagonalMax, the one-pass reduction below replaces LAPACK's unblocked
 //    ?sytd2 (a ?symv, a ?syr2 and a handful of level-1 calls per column);
 //  - eighBatch takes up to four matrices and, up to n = kBatchedTridiagonalMax on CPUs with AVX2,
-//    solves their tridiagonal problems together (tridiagonal_batched.h); otherwise LAPACK's
-//    divide and conquer (?stedc) solves them one by one;
+//    solves their tridiagonal problems together (tridiagonal_batched.h); otherwise (float64) the
+//    divide and conquer of tridiagonal_divide_conquer.h, whose secular equations are solved for
+//    all roots at once, solves them one by one, and LAPACK's (?stedc) where that one declines
+//    (float32, n <= 25, a split matrix);
 //  - the back-transformation applies blocks of reflectors with GEMMs (backTransformBlocked) in
 //    place of ?ormtr.
 // Per matrix, one core (bench/native/kernels.cpp, which times each stage against LAPACK's):
-// 131 us four at a time and 187 us alone against 228 us for dsyevd on a 64 x 64 covariance,
-// 3.65 ms against 4.41 on a 256 x 256 one.
+// see the README's profile.
 //
 // Matrices outside LAPACK's safe range (max |a_ij| below sqrt(safmin/eps) or above its reciprocal,
 // about 1e-146 and 1e146 in float64) take ?syevd itself, which rescales them first; the same
@@ -30,6 +31,7 @@
 
 #include "blas.h"
 #include "tridiagonal_batched.h"
+#include "tridiagonal_divide_conquer.h"
 
 namespace covpool::cpu {
 
@@ -209,10 +211,12 @@ template <class T> void backTransformBlocked(int n, const T* a, const T* tau, T*
 // Per-thread workspace: ?stedc('I') needs 1 + 4n + n^2 reals and 3 + 5n integers, ?sytrd n nb
 // (LAPACK's block size is 32) and backTransformBlocked 2 n nb + nb^2 with nb <= 32; the fused
 // reduction 3n; and each of the (up to kTridiagonalLanes) matrices of a batch its off-diagonal e
-// and reflector factors tau between the stages.
+// and reflector factors tau between the stages. The float64 divide and conquer keeps its own
+// (3 n^2 + 20 n values).
 template <class T> struct EighWorkspace {
   std::vector<T> work, scratch, e, tau;
   std::vector<lapack_int> iwork;
+  DivideConquerWorkspace divideConquer;  // float64 only (grown on first use)
   void reserve(int n) {
     const std::size_t nn = static_cast<std::size_t>(n);
     const std::size_t lw = std::max<std::size_t>(1 + 4 * nn + nn * nn, 64 * nn + 1024) + 1;
@@ -247,8 +251,10 @@ template <class T> bool reduceToTridiagonal(int n, T* a, T* d, T* e, T* tau, Eig
 // Up to kTridiagonalLanes matrices (a[q], n x n, symmetric, finite; destroyed): w[q] receives
 // W = U^T, l[q] the eigenvalues ascending, info[q] LAPACK's info (0 on success). The tridiagonal
 // problems of the matrices in the safe range are solved together by the lane-interleaved QL
-// iteration (tridiagonal_batched.h) where it is faster (float64, n <= kBatchedTridiagonalMax, a
-// CPU with AVX2 and FMA), one by one by ?stedc otherwise; matrices outside the range go to ?syevd.
+// iteration (tridiagonal_batched.h) where it is faster (float64, three or more matrices,
+// n <= kBatchedTridiagonalMax, a CPU with AVX2 and FMA), one by one otherwise (float64: covpool's
+// divide and conquer, ?stedc where it declines; float32: ?stedc); matrices outside the range go
+// to ?syevd.
 template <class T> void eighBatch(int n, int count, T* const* a, T* const* w, T* const* l, int* info) {
   thread_local EighWorkspace<T> ws;
   ws.reserve(n);
@@ -280,7 +286,11 @@ template <class T> void eighBatch(int n, int count, T* const* a, T* const* w, T*
   const lapack_int lw = static_cast<lapack_int>(ws.work.size()), liw = static_cast<lapack_int>(ws.iwork.size());
   for (int k = 0; k < fastCount; ++k) {
     const int q = fast[k];
-    if (!solved) info[q] = stedc(n, l[q], ws.eOf(q, n), w[q], ws.work.data(), lw, ws.iwork.data(), liw);
+    if (!solved) {
+      bool done = false;
+      if constexpr (std::is_same_v<T, double>) done = tridiagonalEigenDivideConquer(n, l[q], ws.eOf(q, n), w[q], ws.divideConquer);
+      if (!done) info[q] = stedc(n, l[q], ws.eOf(q, n), w[q], ws.work.data(), lw, ws.iwork.data(), liw);
+    }
     if (info[q] == 0) backTransformBlocked(n, a[q], ws.tauOf(q, n), w[q], ws.work.data());
   }
 }

@@ -5,12 +5,12 @@
 // serves four matrices. The rotations of a sweep are kept and applied to the eigenvectors in
 // blocks of 8 rows, which stay in L1 while the whole sweep passes over them.
 //
-// Why: at n = 64 LAPACK's divide and conquer (?stedc) is scalar-bound (its secular equations and
-// its ?steqr leaves) and took over half of covpool's eigensolver. Per matrix, one core
-// (bench/native/kernels.cpp): 55 us against ?stedc's 117 at n = 64, 140 against 261 at n = 96;
-// 800 against 392 at n = 128 and 5.9 ms against 1.5 at n = 256, where the four lanes' eigenvector
-// matrices outgrow the caches and the divide and conquer's GEMMs pay off: hence
-// kBatchedTridiagonalMax = 96.
+// Why: for small matrices LAPACK's divide and conquer (?stedc) is scalar-bound (its secular
+// equations and its ?steqr leaves). Per matrix, one core: 7.6 us at n = 32 and 24 at n = 52, where
+// covpool's own divide and conquer (tridiagonal_divide_conquer.h) takes 16 and 30; 35 against 37
+// at n = 60, 50 against 40 at n = 64, 129 against 83 at n = 96 (tridiagonal_divide_conquer.h's
+// test sizes in bench/native/kernels.cpp): the rotations applied to the eigenvectors grow as n^3
+// with a larger constant than the divide and conquer's GEMMs. Hence kBatchedTridiagonalMax = 60. The divide and conquer also runs this solver on its leaves (n <= 25), four at a time.
 //
 // Deflation: |e_m| <= eps ||T_lane||, the absolute criterion of a backward-stable solver (the
 // result is exact for a matrix within eps ||T|| of the input). A lane that does not converge in
@@ -48,7 +48,7 @@ inline bool cpuHasAvx2Fma() {
 #endif
 
 constexpr int kTridiagonalLanes = 4;
-constexpr int kBatchedTridiagonalMax = 96;
+constexpr int kBatchedTridiagonalMax = 60;
 
 #ifdef COVPOOL_X86_DISPATCH
 namespace batched {
@@ -155,10 +155,12 @@ __attribute__((target("avx2,fma"))) inline bool qlLockstep(int n, v4* d, v4* e, 
 }  // namespace batched
 
 // Up to four tridiagonal problems (d[q], e[q] of length n; lanes q >= count unused). On success
-// l[q] holds the eigenvalues ascending and z[q] (n x n, column-major: column j is the eigenvector
-// of l[q][j]) the eigenvectors, as ?stedc('I') returns them; d and e are left as they were.
-// Returns false when the lockstep iteration gave up (the caller falls back to ?stedc).
-inline bool tridiagonalEigenBatched(int n, int count, double* const* d, double* const* e, double* const* l, double* const* z) {
+// l[q] holds the eigenvalues ascending and z[q] (n x n, column-major with leading dimension ldz,
+// n if 0: column j is the eigenvector of l[q][j]) the eigenvectors, as ?stedc('I') returns them;
+// d and e are left as they were (l may be d). Returns false when the lockstep iteration gave up
+// (the caller falls back to LAPACK).
+inline bool tridiagonalEigenBatched(int n, int count, double* const* d, double* const* e, double* const* l, double* const* z,
+                                    int ldz = 0) {
   using batched::v4;
   // Doubles, aligned by hand: a std::vector<v4> would drop v4's 32-byte alignment (GCC ignores the
   // vector attribute on template arguments) and the aligned AVX loads would fault.
@@ -185,7 +187,7 @@ inline bool tridiagonalEigenBatched(int n, int count, double* const* d, double* 
     for (int j = 0; j < n; ++j) {
       const int src = order[j];
       l[q][j] = vd[src][q];
-      double* col = z[q] + static_cast<std::size_t>(j) * n;
+      double* col = z[q] + static_cast<std::size_t>(j) * (ldz > 0 ? ldz : n);
       for (int k = 0; k < n; ++k) col[k] = vz[static_cast<std::size_t>(k) * n + src][q];
     }
   }
