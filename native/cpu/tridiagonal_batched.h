@@ -6,11 +6,12 @@
 // blocks of 8 rows, which stay in L1 while the whole sweep passes over them.
 //
 // Why: for small matrices LAPACK's divide and conquer (?stedc) is scalar-bound (its secular
-// equations and its ?steqr leaves). Per matrix, one core: 7.6 us at n = 32 and 24 at n = 52, where
-// covpool's own divide and conquer (tridiagonal_divide_conquer.h) takes 16 and 30; 35 against 37
-// at n = 60, 50 against 40 at n = 64, 129 against 83 at n = 96 (tridiagonal_divide_conquer.h's
-// test sizes in bench/native/kernels.cpp): the rotations applied to the eigenvectors grow as n^3
-// with a larger constant than the divide and conquer's GEMMs. Hence kBatchedTridiagonalMax = 60. The divide and conquer also runs this solver on its leaves (n <= 25), four at a time.
+// equations and its ?steqr leaves). Per matrix, one core, on tridiagonal forms of covariances:
+// 7.6 us at n = 32, 24 at n = 52 and 35 at n = 60, where covpool's own divide and conquer
+// (tridiagonal_divide_conquer.h) takes 16, 30 and 37; but 58 against 39 at n = 64 and 140 against
+// 94 at n = 96 (bench/native/kernels.cpp): the rotations applied to the eigenvectors grow as n^3
+// with a larger constant than the divide and conquer's GEMMs. Hence kBatchedTridiagonalMax = 60.
+// The divide and conquer also runs this solver on its leaves (n <= 25), four at a time.
 //
 // Deflation: |e_m| <= eps ||T_lane||, the absolute criterion of a backward-stable solver (the
 // result is exact for a matrix within eps ||T|| of the input). A lane that does not converge in
