@@ -153,11 +153,13 @@ namespace divide_conquer {
           lo[j] = tau[j];
           hi[j] = 0;
         }
-      } else {
-        const int o = org[j];
-        const double deltaO = (dl[o] - base[j]) - tau[j];
-        const double originTerm = w[o] * (w[o] / deltaO);
-        const double erretm = 8 * ab[c] + 2 * rhoInv + 3 * std::fabs(originTerm) + std::fabs(tau[j]) * dw[c];
+      }
+      // Distances from the iterate to the interval's ends: the origin o (the nearer pole) and p.
+      const int o = org[j], p = o == j ? j + 1 : j;
+      const double deltaO = (dl[o] - base[j]) - tau[j];
+      const double to = w[o] / deltaO;
+      if (iter > 0) {
+        const double erretm = 8 * ab[c] + 2 * rhoInv + 3 * std::fabs(w[o] * to) + std::fabs(tau[j]) * dw[c];
         if (std::fabs(fj) <= eps * erretm) {
           active[j] = 0;
           continue;
@@ -166,10 +168,7 @@ namespace divide_conquer {
         else lo[j] = tau[j];
       }
       // The model: the origin pole's term exact, every other term as one pole at the other end p.
-      const int o = org[j], p = o == j ? j + 1 : j;
-      const double deltaO = (dl[o] - base[j]) - tau[j];
       const double deltaP = (dl[p] - base[j]) - tau[j];
-      const double to = w[o] / deltaO;
       const double c2 = fj - deltaP * dw[c] - (deltaO - deltaP) * to * to;
       const double a = (deltaO + deltaP) * fj - deltaO * deltaP * dw[c];
       const double b = deltaO * deltaP * fj;
@@ -292,22 +291,25 @@ inline lapack_int solveMerge(int k, int n, int n1, double* d, double* q, int ldq
   rankOneVectors(k, dlamda, dlPerm, w, diag, q, ldq, indx, ws.inverse.data(), ws.wPerm.data());
   // Back to the split problem's basis, as ?laed3: the columns of q2 that are nonzero only in the
   // top n1 rows, dense, or nonzero only in the bottom n - n1 rows (ctot counts each kind).
-  const int n2 = n - n1, n12 = ctot[0] + ctot[1], n23 = ctot[1] + ctot[2];
+  // Rows [outRow, outRow + outRows) of the merged vectors = block (outRows x rows, from q2) times
+  // rows [firstRow, firstRow + rows) of the rank-one vectors (copied out first: q is overwritten).
   double* s = ws.s.data();
-  for (int j = 0; j < k; ++j)
-    std::copy(q + static_cast<std::size_t>(j) * ldq + ctot[0], q + static_cast<std::size_t>(j) * ldq + ctot[0] + n23,
-              s + static_cast<std::size_t>(j) * n23);
-  if (n23 > 0)
-    cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n2, k, n23, 1.0, q2 + static_cast<std::size_t>(n1) * n12, n2, s,
-                n23, 0.0, q + n1, ldq);
-  else
-    for (int j = 0; j < k; ++j) std::fill(q + static_cast<std::size_t>(j) * ldq + n1, q + static_cast<std::size_t>(j) * ldq + n, 0.0);
-  for (int j = 0; j < k; ++j)
-    std::copy(q + static_cast<std::size_t>(j) * ldq, q + static_cast<std::size_t>(j) * ldq + n12, s + static_cast<std::size_t>(j) * n12);
-  if (n12 > 0)
-    cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n1, k, n12, 1.0, q2, n1, s, n12, 0.0, q, ldq);
-  else
-    for (int j = 0; j < k; ++j) std::fill(q + static_cast<std::size_t>(j) * ldq, q + static_cast<std::size_t>(j) * ldq + n1, 0.0);
+  auto fromSplitBasis = [&](int firstRow, int rows, const double* block, int outRow, int outRows) {
+    for (int j = 0; j < k; ++j) {
+      const double* col = q + static_cast<std::size_t>(j) * ldq + firstRow;
+      std::copy(col, col + rows, s + static_cast<std::size_t>(j) * rows);
+    }
+    if (rows > 0)
+      cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, outRows, k, rows, 1.0, block, outRows, s, rows, 0.0, q + outRow, ldq);
+    else
+      for (int j = 0; j < k; ++j) {
+        double* col = q + static_cast<std::size_t>(j) * ldq + outRow;
+        std::fill(col, col + outRows, 0.0);
+      }
+  };
+  const int n2 = n - n1, n12 = ctot[0] + ctot[1], n23 = ctot[1] + ctot[2];
+  fromSplitBasis(ctot[0], n23, q2 + static_cast<std::size_t>(n1) * n12, n1, n2);  // bottom rows: types 2 and 3
+  fromSplitBasis(0, n12, q2, 0, n1);                                              // top rows: types 1 and 2
   return 0;
 }
 
