@@ -259,14 +259,14 @@ double stateElements(const SqrtmOptions& o, double B, double C, double N, bool l
   if (o.normalization != Normalization::None || o.method == Method::MPA_LYA) e += 2 * B * m;
   if (o.method == Method::SVD_NEWTON) e += B * m;
   if (usesEigenForward(o.method)) e += B * m + B * C;
-  if (o.method == Method::NS) e += B * m * 3.0 * o.iterations;
+  if (o.method == Method::NS) e += B * m * std::max(1.0, 3.0 * o.iterations - 3);  // NsTape (its Y_0 is the normalized input above)
   return e;
 }
 // Scratch of one pool thread in a forward or backward (pipeline buffers and method work space).
 double itemScratchElements(const SqrtmOptions& o, double C, double N) {
   const double m = C * C;
   double e = 12 * m + C * N;
-  if (o.method == Method::SVD_NEWTON) e += (3.0 * o.iterations + 4) * m;  // its backward's Newton-Schulz tape
+  if (o.method == Method::SVD_NEWTON) e += 3.0 * o.iterations * m;  // its backward's Newton-Schulz tape and three matrices
   if (usesEigenForward(o.method)) e += 7 * m + 20 * C;  // items four at a time (eighBatch), its divide and conquer
   return e;
 }

@@ -9,27 +9,31 @@
 
 namespace covpool::cpu {
 
-template <class T> void centerRows(const T* x, T* xc, int C, int N) {
+// Features x (type S) -> centred features xc (type D: the precision the covariance is formed in),
+// converted and centred in one pass. Means are accumulated in double: N can be large.
+template <class S, class D> void centerRows(const S* x, D* xc, int C, int N) {
   for (int c = 0; c < C; ++c) {
-    double mean = 0;  // accumulate in double: N can be large
-    for (int k = 0; k < N; ++k) mean += x[c * N + k];
-    const T mu = static_cast<T>(mean / N);
-    for (int k = 0; k < N; ++k) xc[c * N + k] = x[c * N + k] - mu;
+    const S* row = x + static_cast<std::size_t>(c) * N;
+    const D mu = static_cast<D>(sumInDouble(row, N) / N);
+    D* out = xc + static_cast<std::size_t>(c) * N;
+    for (int k = 0; k < N; ++k) out[k] = static_cast<D>(row[k]) - mu;
   }
 }
 
 // Channels last: x is N x C, each column (channel) centred over the N rows (positions).
-template <class T> void centerColumns(const T* x, T* xc, int C, int N) {
-  thread_local std::vector<double> mean;  // accumulate in double: N can be large
+template <class S, class D> void centerColumns(const S* x, D* xc, int C, int N) {
+  thread_local std::vector<double> mean;
   mean.assign(C, 0.0);
   for (int k = 0; k < N; ++k)
     for (int c = 0; c < C; ++c) mean[c] += x[static_cast<std::size_t>(k) * C + c];
-  for (int c = 0; c < C; ++c) mean[c] /= N;
+  thread_local std::vector<D> mu;
+  mu.resize(C);
+  for (int c = 0; c < C; ++c) mu[c] = static_cast<D>(mean[c] / N);
   for (int k = 0; k < N; ++k)
-    for (int c = 0; c < C; ++c) xc[static_cast<std::size_t>(k) * C + c] = x[static_cast<std::size_t>(k) * C + c] - static_cast<T>(mean[c]);
+    for (int c = 0; c < C; ++c) xc[static_cast<std::size_t>(k) * C + c] = static_cast<D>(x[static_cast<std::size_t>(k) * C + c]) - mu[c];
 }
 
-template <class T> void centerFeatures(const T* x, T* xc, int C, int N, bool channelsLast) {
+template <class S, class D> void centerFeatures(const S* x, D* xc, int C, int N, bool channelsLast) {
   if (channelsLast) centerColumns(x, xc, C, N);
   else centerRows(x, xc, C, N);
 }

@@ -64,7 +64,7 @@ template <class Ti, class Ts> class CpuState : public State {
   // Layer input: the centered features, in the spectral precision (empty for sqrtm states).
   CachedArray<Ts> xc;
   CachedArray<Ts> tau;    // per item normalization factor (1 for 'none')
-  CachedArray<Ts> ahat;   // A / tau: normalization backward
+  CachedArray<Ts> ahat;   // A / tau: normalization backward, and Newton-Schulz's Y_0
   CachedArray<Ts> araw;   // svd-newton: the un-normalized A its Newton-Schulz backward runs at
   CachedArray<Ts> shat;   // S / sqrt(tau): normalization backward and mpa-lya
   CachedArray<Ts> w, lam; // eigen methods: W = U^T and the (floored) eigenvalues
@@ -95,9 +95,11 @@ template <class Ti, class Ts> class CpuState : public State {
       pade = sqrtPade(options.degree);
     }
   }
+  // Newton-Schulz's tape of item b. Its Y_0 is the normalized input, which ahat keeps (ns always
+  // normalizes: normalization 'none' is refused for it).
   NsTape<Ts> nsTape(std::size_t b) {
     NsTape<Ts> t;
-    t.bind(tape.data() + b * m() * NsTape<Ts>::matricesNeeded(options.iterations), dims.C, options.iterations);
+    t.bind(tape.data() + b * m() * NsTape<Ts>::matricesNeeded(options.iterations), dims.C, options.iterations, ahat.data() + b * m());
     return t;
   }
 };
@@ -153,7 +155,7 @@ template <class Ti, class Ts> void sqrtmItemCore(CpuState<Ti, Ts>& st, std::size
   const std::size_t m = st.m();
   const SqrtmOptions& o = st.options;
   if (o.method == Method::NS) {
-    nsForward(a, s, st.nsTape(b));
+    nsForward(s, st.nsTape(b));  // reads ahat, a's kept copy
   } else if (o.method == Method::MPA_LYA) {
     Ts* work = scratch<Ts, 1>(mpaForwardWorkMatrices * m);
     Vec<lapack_int> ipiv(n);
@@ -211,11 +213,11 @@ template <class T> void newtonSchulzGradientAt(const T* a, const T* dS, T* dA, i
   const std::size_t m = static_cast<std::size_t>(n) * n;
   CachedArray<T> tapeStore(NsTape<T>::matricesNeeded(iters) * m), aHat(m), sHat(m), dsHat(m);
   NsTape<T> tape;
-  tape.bind(tapeStore.data(), n, iters);
+  tape.bind(tapeStore.data(), n, iters, aHat.data());
   const T tau = trace(a, n);
   if (!(tau > 0)) fail("svd-newton: the trace of the matrix is not positive, Newton-Schulz cannot be normalized");
   for (std::size_t i = 0; i < m; ++i) aHat[i] = a[i] / tau;
-  nsForward(aHat.data(), sHat.data(), tape);
+  nsForward(sHat.data(), tape);
   for (std::size_t i = 0; i < m; ++i) dsHat[i] = dS[i] * std::sqrt(tau);
   nsBackward(dsHat.data(), dA, tape, scratch<T, 1>(nsWorkMatrices * m));
   normalizationBackward(Normalization::Trace, tau, dS, sHat.data(), aHat.data(), dA, n);
@@ -297,8 +299,7 @@ std::shared_ptr<State> forwardImpl(const Buffer& in, Dims d, const SqrtmOptions&
       // 1e-7 lambda_max in place of the C - N + 1 zero eigenvalues, and the gradient of the floored
       // noise is far from the gradient a float64 covariance has (measured: 100%+ relative error).
       Ts* xc = st->xc.data() + b * C * N;
-      convert(xb, xc, static_cast<std::size_t>(C) * N);
-      centerFeatures(xc, xc, C, N, d.channelsLast);
+      centerFeatures(xb, xc, C, N, d.channelsLast);
       covarianceForward(xc, a, C, N, d.channelsLast);
     } else {
       const Ti* ab = x + b * m;

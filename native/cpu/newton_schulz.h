@@ -5,7 +5,11 @@
 //
 // Every iterate is a polynomial in A, so Y_k, Z_k and P_k are symmetric and commute, and every
 // product above is symmetric: each is formed as its upper triangle (gemmUpper) and mirrored, about
-// 0.6 of a full GEMM's time. The tape keeps Y_0..Y_{T-1}, Z_0..Z_{T-1} and P_1..P_T.
+// 0.7 of a full GEMM's time. The backward reads Y_0..Y_{T-1}, Z_1..Z_{T-1} and P_1..P_T from the
+// tape; Z_0 = I is never read, Z_1 = P_1 is not stored twice, and Y_0 (the normalized input)
+// is the caller's own copy, which it keeps anyway for the normalization's backward: 3T - 3 stored
+// matrices instead of 3T. Each is fresh memory written per item, and at n = 64 those writes are
+// not small next to the GEMMs.
 //
 // Backward. The iteration computes a fixed matrix polynomial S = p(A). For symmetric A the
 // Frechet derivative L of a polynomial is self-adjoint on symmetric matrices
@@ -27,26 +31,32 @@ namespace covpool::cpu {
 
 template <class T> struct NsTape {
   int n = 0, iters = 0;
-  T* Y = nullptr;  // iters matrices
-  T* Z = nullptr;  // iters matrices (Z_0 = I stored for uniform indexing)
-  T* P = nullptr;  // iters matrices: P[k-1] = P_k
-  T* y(int k) const { return Y + static_cast<std::size_t>(k) * n * n; }
-  T* z(int k) const { return Z + static_cast<std::size_t>(k) * n * n; }
+  const T* y0 = nullptr;  // Y_0: the caller's kept copy of the normalized input
+  T* Y = nullptr;         // Y_1..Y_{T-1}
+  T* Z = nullptr;         // Z_2..Z_{T-1}
+  T* P = nullptr;         // P_1..P_T
+  const T* y(int k) const { return k == 0 ? y0 : ySlot(k); }
+  T* ySlot(int k) const { return Y + static_cast<std::size_t>(k - 1) * n * n; }  // k >= 1: written by nsForward
+  T* z(int k) const { return k == 1 ? p(1) : Z + static_cast<std::size_t>(k - 2) * n * n; }  // k >= 1
   T* p(int k) const { return P + static_cast<std::size_t>(k - 1) * n * n; }
-  static std::size_t matricesNeeded(int iters) { return 3 * static_cast<std::size_t>(iters); }
-  void bind(T* storage, int n_, int iters_) {
+  static std::size_t matricesNeeded(int iters) {
+    return static_cast<std::size_t>(iters - 1) + static_cast<std::size_t>(std::max(0, iters - 2)) + iters;
+  }
+  // keptY0: the normalized input, which the caller holds unchanged from nsForward to nsBackward.
+  void bind(T* storage, int n_, int iters_, const T* keptY0) {
     n = n_; iters = iters_;
     const std::size_t m = static_cast<std::size_t>(n) * n;
-    Y = storage; Z = storage + iters * m; P = storage + 2 * iters * m;
+    y0 = keptY0;
+    Y = storage;
+    Z = Y + static_cast<std::size_t>(iters - 1) * m;
+    P = Z + static_cast<std::size_t>(std::max(0, iters - 2)) * m;
   }
 };
 
-// Forward: a (normalized, symmetric) -> s.
-template <class T> void nsForward(const T* a, T* s, const NsTape<T>& t) {
+// Forward: Y_0 (the tape's kept input: normalized, symmetric) -> s.
+template <class T> void nsForward(T* s, const NsTape<T>& t) {
   const int n = t.n, T_ = t.iters;
   const std::size_t m = static_cast<std::size_t>(n) * n;
-  std::copy(a, a + m, t.y(0));
-  setIdentity(t.z(0), n);
   for (int k = 1; k <= T_; ++k) {
     T* p = t.p(k);
     if (k == 1) {  // Z_0 = I: P_1 = (3I - Y_0)/2 without a GEMM
@@ -56,9 +66,8 @@ template <class T> void nsForward(const T* a, T* s, const NsTape<T>& t) {
     }
     for (int i = 0; i < n; ++i) p[i * n + i] += T(1.5);
     if (k < T_) {
-      symProduct(n, T(1), t.y(k - 1), p, t.y(k));
-      if (k == 1) std::copy(p, p + m, t.z(1));
-      else symProduct(n, T(1), p, t.z(k - 1), t.z(k));
+      symProduct(n, T(1), t.y(k - 1), p, t.ySlot(k));
+      if (k > 1) symProduct(n, T(1), p, t.z(k - 1), t.z(k));  // Z_1 = P_1 is P_1's own slot
     } else {
       symProduct(n, T(1), t.y(k - 1), p, s);
     }
