@@ -12,7 +12,9 @@ import {
   reconstructFromEigen,
   relErr,
   reluFeatures,
+  sqrtmGradOne,
   sqrtmOne,
+  symPart,
   transpose,
   withSpectrum,
   centeredItem,
@@ -107,6 +109,28 @@ describe('matrix square root forward, float64, well-conditioned input', () => {
     // smallest normalized eigenvalue 0.1/7.5 has not converged yet.
     const s5 = sqrtmOne(A, C, 'ns');
     expect(relErr(matmul(s5, s5, C), A)).toBeGreaterThan(1e-3);
+  });
+
+  test('symmetric products are exact at every size their splitting tells apart', () => {
+    // The CPU forms each symmetric product's upper triangle by a staircase of GEMMs up to 64 rows
+    // and by halving above (gemmUpper in native/cpu/blas.h), in the three transpose patterns the
+    // methods use. These sizes give one-row blocks, uneven last steps, exactly 64, one past it, and
+    // two levels of halving with remainders.
+    for (const n of [3, 9, 31, 64, 65, 100, 136]) {
+      const spectrum = Array.from({ length: n }, (_, i) => 0.2 + (1.8 * i) / (n - 1));
+      const a = withSpectrum(spectrum, 40 + n);
+      // ns: Z Y, Y P and P Z, untransposed
+      expect(relErr(sqrtmOne(a, n, { method: 'ns', iterations: 3 }), newtonSchulzReference(a, n, 3, 'trace'))).toBeLessThan(1e-12);
+      // svd: S = V^T V with V = diag(l^1/4) U^T, the left factor transposed
+      expect(relErr(sqrtmOne(a, n, 'svd'), exactSqrt(a, n))).toBeLessThan(1e-12);
+      // svd-lyap's backward: dA = U [(U^T G U) o 1/(sqrt l_i + sqrt l_j)] U^T, whose products run
+      // with the right factor transposed, then the left
+      const w = symPart(withSpectrum(spectrum.map((l, i) => (i % 2 ? -l : l)), 90 + n), n);
+      const { values, vectors: u } = eighOne(a, n);
+      const sq = Array.from(values, Math.sqrt);
+      const mid = matmul(matmul(transpose(u, n), w, n), u, n).map((v, k) => v / (sq[Math.floor(k / n)] + sq[k % n]));
+      expect(relErr(sqrtmGradOne(a, n, 'svd-lyap', w), matmul(matmul(u, mid, n), transpose(u, n), n))).toBeLessThan(1e-12);
+    }
   });
 
   test('mpa-lya computes sqrt(tau) Q(Z)^-1 P(Z) of the [m/m] Pade approximant of sqrt(1 - z)', () => {

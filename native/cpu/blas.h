@@ -35,22 +35,30 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, double alpha, const doub
 }
 // Upper triangle (diagonal included) of C = alpha op(A) op(B) + beta C, for products known to be
 // symmetric (op(A): n x k, op(B): k x n, row-major; the strictly lower triangle of C is left as it
-// was). OpenBLAS 0.3.21 has no gemmt, so this is a staircase of GEMMs: block row i (h rows) is
-// C[i:i+h, i:n], i.e. 1/2 + h/(2n) of the full product's flops. Each step is a wide GEMM (every
-// column to the right of the diagonal), which OpenBLAS runs near its full rate; h = n/4 rounded up
-// to a multiple of 8 (aligned, SIMD-friendly blocks) does 0.625 of the flops in four calls.
-// Measured with single-threaded OpenBLAS against a full GEMM (bench/native/kernels.cpp, CPU time):
-// n = 64: 0.68 (Cooperlake kernels) / 0.78 (Haswell), n = 256: 0.74 / 0.74; the recursive halving
-// down to 32-row leaves this replaced did 0.78 / 0.87 and 0.79 / 0.90 (more, smaller calls).
+// was). OpenBLAS 0.3.21 has no gemmt, so this splits: above 64 rows it halves (the off-diagonal
+// block is one GEMM, the two diagonal blocks recurse); a diagonal block of <= 64 rows is a
+// staircase of wide GEMMs, block row i (h = n/4 rows, rounded up to a multiple of 8) being
+// C[i:i+h, i:n], 0.625 of the block's flops in four calls. Splits fall on multiples of 8: aligned,
+// SIMD-friendly blocks. Against a full GEMM, single-threaded OpenBLAS (bench/native/kernels.cpp),
+// float32 / float64, Cooperlake kernels (what OpenBLAS picks on this AVX-512 machine): 0.67 / 0.64
+// at n = 64, 0.57 / 0.57 at n = 256; Haswell kernels: 0.79 / 0.79 and 0.63 / 0.66. Halving down to
+// 32-row leaves done in full, as before, did 0.77 / 0.76 at n = 64: too few flops saved there.
+template <class T> const T* opRowsFrom(const T* a, int lda, bool ta, int i) { return ta ? a + i : a + static_cast<std::size_t>(i) * lda; }
+template <class T> const T* opColumnsFrom(const T* b, int ldb, bool tb, int i) { return tb ? b + static_cast<std::size_t>(i) * ldb : b + i; }
 template <class T>
 void gemmUpper(bool ta, bool tb, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
-  const int h = std::max(8, (n / 4 + 7) / 8 * 8);
-  for (int i = 0; i < n; i += h) {
-    const int rows = std::min(h, n - i);
-    const T* aRows = ta ? a + i : a + static_cast<std::size_t>(i) * lda;     // rows i.. of op(A)
-    const T* bColumns = tb ? b + static_cast<std::size_t>(i) * ldb : b + i;  // columns i.. of op(B)
-    gemm(ta, tb, rows, n - i, k, alpha, aRows, lda, bColumns, ldb, beta, c + static_cast<std::size_t>(i) * ldc + i, ldc);
+  if (n <= 64) {
+    const int h = std::max(8, (n / 4 + 7) / 8 * 8);
+    for (int i = 0; i < n; i += h)
+      gemm(ta, tb, std::min(h, n - i), n - i, k, alpha, opRowsFrom(a, lda, ta, i), lda, opColumnsFrom(b, ldb, tb, i), ldb, beta,
+           c + static_cast<std::size_t>(i) * ldc + i, ldc);
+    return;
   }
+  const int h = (n / 2 + 7) / 8 * 8;
+  const T* bRight = opColumnsFrom(b, ldb, tb, h);
+  gemmUpper(ta, tb, h, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  gemm(ta, tb, h, n - h, k, alpha, a, lda, bRight, ldb, beta, c + h, ldc);
+  gemmUpper(ta, tb, n - h, k, alpha, opRowsFrom(a, lda, ta, h), lda, bRight, ldb, beta, c + static_cast<std::size_t>(h) * ldc + h, ldc);
 }
 // Square n x n operands, no transposes.
 template <class T> void gemmUpper(int n, T alpha, const T* a, const T* b, T beta, T* c) {
