@@ -24,7 +24,7 @@ void parallelFor(std::size_t n, const std::function<void(std::size_t)>& body);
 // The same over consecutive groups of up to `group` items: body(first, count) handles items
 // [first, first + count) together (the batched kernels that work on several matrices at once).
 // Cancellation is checked before each group; progress still counts items, in order.
-void parallelForGroups(std::size_t n, std::size_t group, const std::function<void(std::size_t, std::size_t)>& body);
+void parallelForGroups(std::size_t items, std::size_t group, const std::function<void(std::size_t, std::size_t)>& body);
 
 // Cancellation and progress of one async call. The addon makes one when JS passes an AbortSignal
 // or a progress callback; `progress` runs on worker threads, one call per finished item, in order

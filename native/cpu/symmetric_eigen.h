@@ -65,12 +65,8 @@ template <class T> [[gnu::always_inline]] inline void householderTridiagonalizeB
     d[k] = rk[k];
     // The reflector that maps x = rk[k+1..n-1] onto beta e_1 (as ?larfg: beta = -sign(alpha) ||x||).
     const T alpha = rk[k + 1];
-    T acc[8] = {};
-    int j = k + 2;
-    for (; j + 8 <= n; j += 8)
-      for (int u = 0; u < 8; ++u) acc[u] += rk[j + u] * rk[j + u];
-    for (; j < n; ++j) acc[0] += rk[j] * rk[j];
-    const T tail = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    const T* rest = rk + k + 2;  // x without alpha
+    const T tail = sumOverEight<T>(static_cast<std::size_t>(n - k - 2), [&](std::size_t i) { return rest[i] * rest[i]; });
     if (tail == T(0)) {  // already reduced: H_k = I; the deferred update still reaches the trailing rows
       e[k] = alpha;
       tau[k] = T(0);
