@@ -39,6 +39,9 @@
 #ifndef COVPOOL_CUDA_TEST_SELF_CHECK
 #include "../cuda_backend.h"
 #endif
+#ifdef COVPOOL_CUDA_EMULATED
+#include "emulator/report.h"
+#endif
 
 using namespace covpool;
 
@@ -618,6 +621,21 @@ int main(int argc, char** argv) {
     }
     if (doBench) bench(*gpu);
   }
+#ifdef COVPOOL_CUDA_EMULATED
+  // On the emulated device: no misuse was seen, and once the caching allocator gives everything
+  // back (every state above is gone), no device memory is left allocated.
+  const std::size_t released = cudaEmptyCache();
+  const CudaEmulatorReport r = cudaEmulatorReport();
+  ++checks;
+  if (r.violations) ++failures;
+  std::printf("%-5s emulated device: %d violation(s)%s%s\n", r.violations ? "FAIL" : "ok", r.violations,
+              r.messages.empty() ? "" : "; first: ", r.messages.empty() ? "" : r.messages[0].c_str());
+  ++checks;
+  if (r.liveDeviceBlocks) ++failures;
+  std::printf("%-5s emulated device: %zu device block(s), %zu bytes, left allocated after emptyCache (%zu bytes released); "
+              "%zu kernel launches, %zu blocks, %zu library calls\n",
+              r.liveDeviceBlocks ? "FAIL" : "ok", r.liveDeviceBlocks, r.liveDeviceBytes, released, r.kernelLaunches, r.blocksRun, r.libraryCalls);
+#endif
   std::printf("covpool_cuda_test: %d checks, %d failing%s\n", checks, failures, gpu ? "" : " (no GPU: CPU-side checks only)");
   return failures ? 1 : 0;
 }
