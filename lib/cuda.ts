@@ -25,6 +25,12 @@ export interface CudaStatus {
   libraries: Record<string, string>;
   /** The folders searched for them. */
   searched: string[];
+  /**
+   * True only for the test build of the CUDA backend on the emulated device (a CPU stand-in that
+   * checks the backend's logic; native/cuda/test/emulator), loaded through COVPOOL_ADDON. The
+   * package never ships it.
+   */
+  emulated?: boolean;
 }
 
 /** What the CUDA binary needs, in dependency order (each needs only earlier ones). */

@@ -58,7 +58,19 @@ export interface NativeAddon {
   sweepStates(): void;
   /** The memory budget of one call in bytes; sets it first when given. */
   maxBytes(set?: number): number;
-  info(): { backend: string; threads: number; methods: string[]; cuda: boolean; cudaDevices: number; cudaReason?: string };
+  info(): {
+    backend: string;
+    threads: number;
+    methods: string[];
+    cuda: boolean;
+    cudaDevices: number;
+    cudaReason?: string;
+    /** Only in the test build against the emulated CUDA device (native/cuda/test/emulator). */
+    cudaEmulated?: boolean;
+    cudaEmulator?: CudaEmulatorReport;
+  };
+  /** Emulated test build only: sets (or clears, value undefined) a COVPOOL_* environment variable natively. */
+  emulatorSetEnv?(name: string, value?: string): void;
   /** dlopen(path, RTLD_NOW | RTLD_GLOBAL): null on success, else the loader's error (lib/cuda.ts). */
   preloadLibrary?(path: string): string | null;
   createControl(onProgress?: (done: number, total: number) => void): NativeControl;
@@ -72,6 +84,19 @@ export interface NativeAddon {
 }
 
 import { CudaStatus, loadCuda, loadedCudaAddon } from './cuda';
+
+/** What the emulated CUDA device saw (test builds only: native/cuda/test/emulator). */
+export interface CudaEmulatorReport {
+  violations: number;
+  messages: string[];
+  liveDeviceBlocks: number;
+  liveDeviceBytes: number;
+  livePinnedBlocks: number;
+  livePinnedBytes: number;
+  kernelLaunches: number;
+  blocksRun: number;
+  libraryCalls: number;
+}
 
 let cached: NativeAddon | undefined;
 let cachedPath: string | undefined;
@@ -193,7 +218,15 @@ export function cuda(): { status: CudaStatus; addon?: NativeAddon } {
   const cpu = native();
   const own = cpu.info();
   if (own.cuda) {
-    const st: CudaStatus = { binary: nativePath(), loaded: true, devices: own.cudaDevices, reason: own.cudaDevices > 0 ? '' : own.cudaReason ?? '', libraries: {}, searched: [] };
+    const st: CudaStatus = {
+      binary: nativePath(),
+      loaded: true,
+      devices: own.cudaDevices,
+      reason: own.cudaDevices > 0 ? '' : own.cudaReason ?? '',
+      libraries: {},
+      searched: [],
+      emulated: own.cudaEmulated === true,
+    };
     return { status: st, addon: cpu };
   }
   return loadCuda(cpu, packageRoot());

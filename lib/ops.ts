@@ -554,6 +554,12 @@ export interface BackendInfo {
   cudaReason: string;
   /** The cuBLAS/cuSOLVER files it pre-loaded, by soname. */
   cudaLibraries: Record<string, string>;
+  /**
+   * True when the CUDA device is the emulated one of the test build (native/cuda/test/emulator):
+   * CUDA code runs on the CPU to check its logic; nothing about GPU speed or cuSOLVER's own
+   * numerics follows from it. Never true for the published package.
+   */
+  cudaEmulated: boolean;
 }
 
 /**
@@ -573,5 +579,6 @@ export function backendInfo(): BackendInfo {
     cudaBinary: c.binary,
     cudaReason: c.reason,
     cudaLibraries: c.libraries,
+    cudaEmulated: c.emulated === true,
   };
 }

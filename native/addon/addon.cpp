@@ -18,6 +18,9 @@
 #ifdef COVPOOL_WITH_CUDA
 #include "../cuda/cuda_backend.h"
 #endif
+#ifdef COVPOOL_CUDA_EMULATED
+#include "../cuda/test/emulator/report.h"
+#endif
 #include "../core/limits.h"
 #include "marshal.h"
 #include "preload.h"
@@ -686,6 +689,25 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   r.Set("cuda", kCudaBuilt);
   r.Set("cudaDevices", cudaDeviceCount());
   if (kCudaBuilt) r.Set("cudaReason", cudaUnavailableReason());
+#ifdef COVPOOL_CUDA_EMULATED
+  // A test build: the CUDA backend runs on the emulated device (native/cuda/test/emulator), never
+  // on a GPU. What the emulator saw so far comes with it, for the tests.
+  r.Set("cudaEmulated", true);
+  const CudaEmulatorReport e = cudaEmulatorReport();
+  Napi::Object em = Napi::Object::New(env);
+  em.Set("violations", e.violations);
+  Napi::Array messages = Napi::Array::New(env);
+  for (std::size_t k = 0; k < e.messages.size(); ++k) messages.Set(static_cast<uint32_t>(k), e.messages[k]);
+  em.Set("messages", messages);
+  em.Set("liveDeviceBlocks", static_cast<double>(e.liveDeviceBlocks));
+  em.Set("liveDeviceBytes", static_cast<double>(e.liveDeviceBytes));
+  em.Set("livePinnedBlocks", static_cast<double>(e.livePinnedBlocks));
+  em.Set("livePinnedBytes", static_cast<double>(e.livePinnedBytes));
+  em.Set("kernelLaunches", static_cast<double>(e.kernelLaunches));
+  em.Set("blocksRun", static_cast<double>(e.blocksRun));
+  em.Set("libraryCalls", static_cast<double>(e.libraryCalls));
+  r.Set("cudaEmulator", em);
+#endif
   r.Set("threads", poolThreads());
   Napi::Array methods = Napi::Array::New(env);
   uint32_t i = 0;
@@ -693,6 +715,22 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   r.Set("methods", methods);
   return r;
 }
+
+#ifdef COVPOOL_CUDA_EMULATED
+// emulatorSetEnv(name, value | undefined): sets or clears an environment variable of this process,
+// for the fault-injection tests (test/cuda-emulator.test.ts): the emulator reads its COVPOOL_EMU_*
+// variables with getenv at each event, and jest's process.env is a copy that never reaches it.
+// Only in the emulated test build.
+Napi::Value EmulatorSetEnv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "emulatorSetEnv(name, value): name must be a string");
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  if (name.rfind("COVPOOL_", 0) != 0) throw Napi::RangeError::New(env, "emulatorSetEnv: only COVPOOL_* variables");
+  if (info.Length() < 2 || info[1].IsUndefined() || info[1].IsNull()) unsetenv(name.c_str());
+  else setenv(name.c_str(), info[1].ToString().Utf8Value().c_str(), 1);
+  return env.Undefined();
+}
+#endif
 
 }  // namespace
 
@@ -721,6 +759,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("maxBytes", Napi::Function::New(env, MaxBytes));
   exports.Set("sweepStates", Napi::Function::New(env, SweepStates));
   exports.Set("preloadLibrary", Napi::Function::New(env, PreloadLibrary));
+#ifdef COVPOOL_CUDA_EMULATED
+  exports.Set("emulatorSetEnv", Napi::Function::New(env, EmulatorSetEnv));
+#endif
   return exports;
 }
 

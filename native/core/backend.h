@@ -69,6 +69,10 @@ class Backend {
   virtual Buffer covpoolBackward(const Buffer& x, const Buffer& dA, Dims d) = 0;
   virtual Buffer triuvec(const Buffer& s, int B, int C) = 0;
   virtual Buffer triuvecBackward(const Buffer& dy, int B, int C) = 0;
+  // Input matrices of eigh and sqrtm must be symmetric within the per-item check (100 eps max|A|).
+  // Where an eigensolver decomposes them (eigh, sqrtm's eigen methods), every backend decomposes the
+  // row-major lower triangle, mirrored over the upper one (cpu: mirrorLowerToUpper; cuda: mirrorLower),
+  // so both see the same matrix; the iterative methods (ns, mpa-lya) use the matrix as given.
   // Ascending eigenvalues [B, C] and eigenvectors as columns [B, C, C], in the input dtype.
   virtual void eigh(const Buffer& a, int B, int C, Buffer& values, Buffer& vectors) = 0;
 

@@ -228,8 +228,23 @@ template <class T> struct EighWorkspace {
   T* tauOf(int q, int n) { return tau.data() + static_cast<std::size_t>(q) * n; }
 };
 
+// The row-major lower triangle of a, copied over the upper one (in 32 x 32 tiles, so the strided
+// reads stay in cache): what every backend decomposes (core/backend.h). The fused reduction reads
+// both triangles, ?sytrd('L' column-major) the row-major upper one, ?syevd('U' column-major) the
+// lower one: after this they all see the same matrix, and so does cuSOLVER (native/cuda mirrors it
+// the same way), even for an input that is symmetric only within the checks' tolerance.
+template <class T> void mirrorLowerToUpper(int n, T* a) {
+  constexpr int tile = 32;
+  for (int ib = 0; ib < n; ib += tile)
+    for (int jb = ib; jb < n; jb += tile)
+      for (int i = ib; i < std::min(ib + tile, n); ++i)
+        for (int j = std::max(jb, i + 1); j < std::min(jb + tile, n); ++j)
+          a[static_cast<std::size_t>(i) * n + j] = a[static_cast<std::size_t>(j) * n + i];
+}
+
 // Stage 1 for one matrix: false when a is outside the safe range (the caller then runs ?syevd).
 template <class T> bool reduceToTridiagonal(int n, T* a, T* d, T* e, T* tau, EighWorkspace<T>& ws) {
+  mirrorLowerToUpper(n, a);
   const std::size_t m = static_cast<std::size_t>(n) * n;
   T amax = 0;
   for (std::size_t i = 0; i < m; ++i) amax = std::max(amax, std::fabs(a[i]));

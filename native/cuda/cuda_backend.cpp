@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -135,6 +136,11 @@ std::size_t cacheLimitBytes() {
   const long long mb = std::atoll(v);
   return mb > 0 ? static_cast<std::size_t>(mb) << 20 : 0;
 }
+// COVPOOL_CUDA_EXACT_ALLOC=1: no rounding, no reuse (device_memory.h), for sanitizer runs.
+bool exactAllocation() {
+  const char* v = std::getenv("COVPOOL_CUDA_EXACT_ALLOC");
+  return v && std::strcmp(v, "1") == 0;
+}
 
 // Everything one device needs. Created once per device and never destroyed: the CUDA runtime may
 // already be torn down when static destructors run at process exit, and destroying handles then
@@ -143,7 +149,7 @@ struct DeviceContext {
   // When any step fails (out of memory, a library that cannot initialize), what was created so far
   // is destroyed, the calling thread's device is restored, and the error propagates: a later call
   // can try again, and nothing leaks.
-  explicit DeviceContext(int dev) : device(dev), name("cuda:" + std::to_string(dev)), cache(dev, cacheLimitBytes()) {
+  explicit DeviceContext(int dev) : device(dev), name("cuda:" + std::to_string(dev)), cache(dev, cacheLimitBytes(), exactAllocation()) {
     int prev = 0;
     CK_CUDA(cudaGetDevice(&prev));
     try {
@@ -288,10 +294,25 @@ template <class T> void covarianceBackward(DeviceContext& cx, const T* xc, T* g,
   gemm<T>(cx, false, false, C, N, C, T(1) / static_cast<T>(N), g, C, sa, xc, N, sx, T(0), dx, N, sx, B);
 }
 
+// Features [B, N, C] (channels last) as [B, C, N], the layout every step below works in, and a
+// gradient [B, C, N] back to [B, N, C]. Batch-wise transposes on the device: with the features
+// there already, a host round trip would cost more than the whole layer.
+template <class T> DeviceArray<T> channelsFirst(DeviceContext& cx, DeviceArray<T> x, int B, int C, int N) {
+  DeviceArray<T> t = cx.alloc<T>(x.size());
+  K::transposeBatch<T>(x.data(), t.data(), B, N, C, cx.stream);
+  return t;
+}
+template <class T> DeviceArray<T> channelsLast(DeviceContext& cx, DeviceArray<T> x, int B, int C, int N) {
+  DeviceArray<T> t = cx.alloc<T>(x.size());
+  K::transposeBatch<T>(x.data(), t.data(), B, C, N, cx.stream);
+  return t;
+}
+
 // Eigendecomposition in place: w (symmetric, both triangles equal) -> rows = eigenvectors, l
-// ascending. Jacobi (syevjBatched) for n <= 32, where it is faster (measured on the H200: 0.49 vs
-// 0.61 ms for B=1024, n=32, fp32); the 64-bit XsyevBatched above. Returns the solver's name and
-// fills info (one entry per item, 0 = converged).
+// ascending. Jacobi (syevjBatched) for n <= 32, the 64-bit XsyevBatched above: a standalone
+// cuSOLVER timing on an H200 (B = 1024, n = 32, fp32: 0.49 vs 0.61 ms) put the switch there; this
+// backend itself has not run on a GPU yet, so the choice is unconfirmed. Returns the solver's name
+// and fills info (one entry per item, 0 = converged).
 template <class T> const char* eigensolve(DeviceContext& cx, T* w, T* l, int B, int n, std::vector<int>& info) {
   info.assign(B, 0);
   if (B <= 0) return "";
@@ -363,12 +384,15 @@ template <class T> void nsForward(DeviceContext& cx, const T* a, T* s, const NsT
   }
 }
 
-template <class T> void nsBackward(DeviceContext& cx, const T* dS, T* dA, const NsTapeView<T>& t) {
+// The work matrices nsBackward needs per item, beside the tape.
+constexpr std::size_t kNsBackwardWork = 5;
+
+// work: kNsBackwardWork * t.plane() values (the caller's: svd-newton budgets it per chunk).
+template <class T> void nsBackward(DeviceContext& cx, const T* dS, T* dA, const NsTapeView<T>& t, T* work) {
   const int n = t.n, B = t.B, T_ = t.iters;
   const std::size_t mm = t.plane();
   cudaStream_t st = cx.stream;
-  DeviceArray<T> work = cx.alloc<T>(5 * mm);
-  T* dY = work.data();
+  T* dY = work;
   T* dZ = dY + mm;
   T* dP = dY + 2 * mm;
   T* dYprev = dY + 3 * mm;
@@ -578,63 +602,73 @@ std::string normalizerMessage(Normalization nm, double tau) {
 // ---- forward ------------------------------------------------------------------------------------------
 
 // Square root of the batch a (Ts, normalized in place) into s (Ts): the batched twin of the CPU's
-// sqrtmItem. `checks` already holds the input checks; `raiseInput` reports them at the checkpoint.
+// sqrtmItem. `checks` already holds the input checks; `raiseInput` reports one of them.
+//
+// Errors follow the CPU's rule: the lowest failing item is reported, whatever its failure. So when
+// the input checkpoint finds item b bad, items 0 .. b - 1 still run (an eigensolver that does not
+// converge, a singular Pade denominator or a non-finite result there comes first), and only then is
+// b's input error raised; nothing ever runs on a non-finite or unnormalizable item (an eigensolver
+// fed NaN can spin to its sweep limit).
 template <class Ti, class Ts, class RaiseInput>
 void sqrtmForward(CudaState<Ti, Ts>& st, Ts* a, Ts* s, ItemChecks& checks, RaiseInput&& raiseInput) {
   DeviceContext& cx = *st.cx;
   cudaStream_t stream = cx.stream;
   const SqrtmOptions& o = st.options;
   const int B = st.dims.B, n = st.dims.C;
-  const std::size_t m = st.m(), mm = static_cast<std::size_t>(B) * m;
+  const std::size_t m = st.m();
 
   K::flagNonFinite<Ts>(a, m, B, checks.data(), kBadMatrix, stream);
   K::normalizer<Ts>(a, B, n, o.normalization, st.tau.data(), checks.data(), kBadNormalizer, stream);
-  // Checkpoint: nothing below may see a non-finite or unnormalizable item (an eigensolver fed NaN
-  // can spin to its sweep limit), so report input errors now.
-  const int bad = checks.fetch(cx);
-  if (bad >= 0) {
-    const int code = checks.firstCode(bad, {kBadFeatures, kBadMatrix, kAsymmetric, kBadNormalizer});
-    if (code == kBadNormalizer) {
-      Ts t = 0;
-      cx.toHost(&t, st.tau.data() + bad, sizeof(Ts));
-      cx.sync();
-      failItem(bad, normalizerMessage(o.normalization, static_cast<double>(t)));
+  const int badInput = checks.fetch(cx);
+  const int Bn = badInput >= 0 ? badInput : B;  // the items that go on
+  const std::size_t mm = static_cast<std::size_t>(Bn) * m;
+
+  if (Bn > 0) {
+    if (o.method == Method::SVD_NEWTON) cx.copy(st.araw.data(), a, mm * sizeof(Ts));
+    if (o.normalization != Normalization::None) K::divideByTau<Ts>(a, a, st.tau.data(), m, Bn, stream);
+    if (st.keepsNormalized()) cx.copy(st.ahat.data(), a, mm * sizeof(Ts));
+
+    if (o.method == Method::NS) {
+      nsForward<Ts>(cx, a, s, NsTapeView<Ts>{st.tape.data(), Bn, n, o.iterations});
+    } else if (o.method == Method::MPA_LYA) {
+      int info = 0;
+      const int singular = mpaForward<Ts>(cx, a, s, Bn, n, st.pade, info);
+      if (singular >= 0)
+        failItem(singular, "MPA-Lya: the Pade denominator Q(Z) is singular (cuBLAS getrfBatched info=" + std::to_string(info) + ")");
+    } else {
+      Ts* w = st.w.data();
+      Ts* l = st.lam.data();
+      cx.copy(w, a, mm * sizeof(Ts));
+      K::mirrorLower<Ts>(w, Bn, n, stream);  // the row-major lower triangle is the input (core/backend.h)
+      std::vector<int> info;
+      const char* solverName = eigensolve<Ts>(cx, w, l, Bn, n, info);
+      for (int b = 0; b < Bn; ++b)
+        if (info[b] != 0)
+          failItem(b, std::string("eigendecomposition did not converge (cuSOLVER ") + solverName + " info=" + std::to_string(info[b]) + ")");
+      const int topN = o.method == Method::SVD_TOPN ? o.topN : 0;
+      K::floorEigenvalues<Ts>(l, Bn, n, static_cast<Ts>(o.eps), topN, stream);
+      // s = V^T V, V = diag(l^{1/4}) W; upper triangle mirrored down, as the CPU's syrk + mirror.
+      DeviceArray<Ts> v = cx.alloc<Ts>(mm);
+      K::scaleRowsQuarterRoot<Ts>(w, l, v.data(), Bn, n, stream);
+      gemmSq<Ts>(cx, true, false, n, Ts(1), v.data(), v.data(), Ts(0), s, Bn);
+      K::mirrorUpper<Ts>(s, Bn, n, stream);
     }
-    raiseInput(bad, code);
+    K::flagNonFinite<Ts>(s, m, Bn, checks.data(), kBadSqrt, stream);
+    if (st.keepsNormalized()) cx.copy(st.shat.data(), s, mm * sizeof(Ts));
+    if (o.normalization != Normalization::None) K::scaleBySqrtTau<Ts>(s, s, st.tau.data(), m, Bn, true, stream);
   }
-
-  if (o.method == Method::SVD_NEWTON) cx.copy(st.araw.data(), a, mm * sizeof(Ts));
-  if (o.normalization != Normalization::None) K::divideByTau<Ts>(a, a, st.tau.data(), m, B, stream);
-  if (st.keepsNormalized()) cx.copy(st.ahat.data(), a, mm * sizeof(Ts));
-
-  if (o.method == Method::NS) {
-    nsForward<Ts>(cx, a, s, st.nsTape());
-  } else if (o.method == Method::MPA_LYA) {
-    int info = 0;
-    const int singular = mpaForward<Ts>(cx, a, s, B, n, st.pade, info);
-    if (singular >= 0)
-      failItem(singular, "MPA-Lya: the Pade denominator Q(Z) is singular (cuBLAS getrfBatched info=" + std::to_string(info) + ")");
-  } else {
-    Ts* w = st.w.data();
-    Ts* l = st.lam.data();
-    cx.copy(w, a, mm * sizeof(Ts));
-    K::mirrorLower<Ts>(w, B, n, stream);  // the triangle LAPACK reads on the CPU, in both halves
-    std::vector<int> info;
-    const char* solverName = eigensolve<Ts>(cx, w, l, B, n, info);
-    for (int b = 0; b < B; ++b)
-      if (info[b] != 0)
-        failItem(b, std::string("eigendecomposition did not converge (cuSOLVER ") + solverName + " info=" + std::to_string(info[b]) + ")");
-    const int topN = o.method == Method::SVD_TOPN ? o.topN : 0;
-    K::floorEigenvalues<Ts>(l, B, n, static_cast<Ts>(o.eps), topN, stream);
-    // s = V^T V, V = diag(l^{1/4}) W; upper triangle mirrored down, as the CPU's syrk + mirror.
-    DeviceArray<Ts> v = cx.alloc<Ts>(mm);
-    K::scaleRowsQuarterRoot<Ts>(w, l, v.data(), B, n, stream);
-    gemmSq<Ts>(cx, true, false, n, Ts(1), v.data(), v.data(), Ts(0), s, B);
-    K::mirrorUpper<Ts>(s, B, n, stream);
+  if (badInput < 0) return;
+  // A non-finite result before the bad input item comes first; else that item's input error.
+  const int first = checks.fetch(cx);
+  if (first < badInput) failItem(first, std::string(methodName(o.method)) + " produced a non-finite square root");
+  const int code = checks.firstCode(badInput, {kBadFeatures, kBadMatrix, kAsymmetric, kBadNormalizer});
+  if (code == kBadNormalizer) {
+    Ts t = 0;
+    cx.toHost(&t, st.tau.data() + badInput, sizeof(Ts));
+    cx.sync();
+    failItem(badInput, normalizerMessage(o.normalization, static_cast<double>(t)));
   }
-  K::flagNonFinite<Ts>(s, m, B, checks.data(), kBadSqrt, stream);
-  if (st.keepsNormalized()) cx.copy(st.shat.data(), s, mm * sizeof(Ts));
-  if (o.normalization != Normalization::None) K::scaleBySqrtTau<Ts>(s, s, st.tau.data(), m, B, true, stream);
+  raiseInput(badInput, code);
 }
 
 template <class Ti, class Ts>
@@ -657,10 +691,11 @@ std::shared_ptr<State> forwardImpl(DeviceContext& cx, const Buffer& in, Dims d, 
     if (fromFeatures) {
       using Tc = typename LayerPrecision<Ti, Ts>::Covariance;
       K::flagNonFinite<Ti>(x.data(), static_cast<std::size_t>(C) * N, B, checks.data(), kBadFeatures, stream);
+      if (d.channelsLast) x = channelsFirst(cx, std::move(x), B, C, N);
       // Converted first, centered and multiplied in Tc (= Ts): the CPU backend's order.
       st->xc = cx.alloc<Tc>(static_cast<std::size_t>(B) * C * N);
       K::convert<Ti, Tc>(x.data(), st->xc.data(), st->xc.size(), stream);
-      K::centerRows<Tc>(st->xc.data(), st->xc.data(), B * C, N, stream);
+      K::centerRows<Tc>(st->xc.data(), st->xc.data(), static_cast<std::size_t>(B) * C, N, stream);
       covarianceForward<Tc>(cx, st->xc.data(), a.data(), B, C, N);
     } else {
       K::flagNonFinite<Ti>(x.data(), m, B, checks.data(), kBadMatrix, stream);
@@ -702,8 +737,9 @@ std::shared_ptr<State> forwardImpl(DeviceContext& cx, const Buffer& in, Dims d, 
 // ---- backward -----------------------------------------------------------------------------------------
 
 // svd-newton's backward: the derivative of T Newton-Schulz iterations (trace normalization) at A.
-// The tape (3 * iters matrices per item) and the work are allocated for one chunk of items at a
-// time, not for the whole batch (see plan.h): each item's result does not depend on the chunking.
+// The tape (3 * iters matrices per item) and all the work (3 matrices here, kNsBackwardWork in
+// nsBackward) are allocated once for one chunk of items and reused chunk after chunk, so a chunk
+// uses exactly the bytes it was budgeted (plan.h): each item's result does not depend on the chunking.
 std::size_t chunkBudgetBytes() {
   const char* v = std::getenv("COVPOOL_CUDA_CHUNK_MB");
   const long long mb = v && *v ? std::atoll(v) : 0;
@@ -712,10 +748,11 @@ std::size_t chunkBudgetBytes() {
 template <class T> void newtonSchulzGradientAt(DeviceContext& cx, const T* a, const T* dS, T* dA, int B, int n, int iters, int* status) {
   const std::size_t m = static_cast<std::size_t>(n) * n;
   cudaStream_t stream = cx.stream;
-  const int chunk = itemsPerChunk((NsTapeView<T>::planes(iters) + 3) * m * sizeof(T), chunkBudgetBytes(), B);
+  const std::size_t workMatrices = 3 + kNsBackwardWork;
+  const int chunk = itemsPerChunk((NsTapeView<T>::planes(iters) + workMatrices) * m * sizeof(T), chunkBudgetBytes(), B);
   const std::size_t cm = static_cast<std::size_t>(chunk) * m;
   DeviceArray<T> tau = cx.alloc<T>(B);
-  DeviceArray<T> work = cx.alloc<T>(3 * cm);
+  DeviceArray<T> work = cx.alloc<T>(workMatrices * cm);
   DeviceArray<T> tapeStore = cx.alloc<T>(NsTapeView<T>::planes(iters) * cm);
   DeviceArray<double> dots = cx.alloc<double>(2 * static_cast<std::size_t>(chunk));
   for (int b0 = 0; b0 < B; b0 += chunk) {
@@ -731,7 +768,7 @@ template <class T> void newtonSchulzGradientAt(DeviceContext& cx, const T* a, co
     const NsTapeView<T> tape{tapeStore.data(), nb, n, iters};
     nsForward<T>(cx, aHat, sHat, tape);
     K::scaleBySqrtTau<T>(dS + off, dsHat, t, m, nb, true, stream);
-    nsBackward<T>(cx, dsHat, dA + off, tape);
+    nsBackward<T>(cx, dsHat, dA + off, tape, dsHat + mm);
     K::normalizationBackward<T>(Normalization::Trace, t, dS + off, sHat, aHat, dA + off, dots.data(), nb, n, stream);
   }
 }
@@ -753,8 +790,12 @@ template <class Ti, class Ts> void sqrtmBackward(const CudaState<Ti, Ts>& st, co
   } else {
     DeviceArray<Ts> dsHat = cx.alloc<Ts>(mm);
     K::scaleBySqrtTau<Ts>(dS, dsHat.data(), st.tau.data(), m, B, true, stream);
-    if (o.method == Method::NS) nsBackward<Ts>(cx, dsHat.data(), dA, st.nsTape());
-    else eigenBackward<Ts>(cx, st.kParams(), st.w.data(), st.lam.data(), dsHat.data(), dA, B, n);
+    if (o.method == Method::NS) {
+      DeviceArray<Ts> work = cx.alloc<Ts>(kNsBackwardWork * mm);
+      nsBackward<Ts>(cx, dsHat.data(), dA, st.nsTape(), work.data());
+    } else {
+      eigenBackward<Ts>(cx, st.kParams(), st.w.data(), st.lam.data(), dsHat.data(), dA, B, n);
+    }
     if (o.normalization != Normalization::None) {
       DeviceArray<double> dots = cx.alloc<double>(2 * static_cast<std::size_t>(B));
       K::normalizationBackward<Ts>(o.normalization, st.tau.data(), dS, st.shat.data(), st.ahat.data(), dA, dots.data(), B, n, stream);
@@ -804,6 +845,7 @@ template <class Ti, class Ts> Buffer backwardImpl(DeviceContext& cx, const State
     covarianceBackward<Tc>(cx, st.xc.data(), g, dx.data(), B, C, N);
     DeviceArray<Ti> dxi = cx.alloc<Ti>(grad.size());
     K::convert<Tc, Ti>(dx.data(), dxi.data(), grad.size(), stream);
+    if (d.channelsLast) dxi = channelsLast(cx, std::move(dxi), B, C, N);
     cx.toHost(grad.as<Ti>(), dxi.data(), grad.byteSize());
   } else {
     K::convert<Ts, Ti>(dA.data(), ti.data(), mm, stream);
@@ -829,6 +871,8 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : cx_(new DeviceContext(device)) {}
   const char* name() const override { return cx_->name.c_str(); }
+  // Channels-last features are transposed on the device (channelsFirst above), not by the addon.
+  bool channelsLastFeatures() const override { return true; }
 
   // For the addon's memoryStats() / emptyCache(): this device's cache, in use and parked.
   DeviceMemoryStats memory() const { return {cx_->device, cx_->cache.liveBytes(), cx_->cache.parkedBytes()}; }
@@ -849,8 +893,9 @@ class CudaBackend final : public Backend {
       ItemChecks checks(cx, B);
       DeviceArray<T> dx = upload<T>(cx, x);
       K::flagNonFinite<T>(dx.data(), static_cast<std::size_t>(C) * N, B, checks.data(), kBadFeatures, cx.stream);
+      if (d.channelsLast) dx = channelsFirst(cx, std::move(dx), B, C, N);
       DeviceArray<T> xc = cx.alloc<T>(x.size()), a = cx.alloc<T>(mm);
-      K::centerRows<T>(dx.data(), xc.data(), B * C, N, cx.stream);
+      K::centerRows<T>(dx.data(), xc.data(), static_cast<std::size_t>(B) * C, N, cx.stream);
       covarianceForward<T>(cx, xc.data(), a.data(), B, C, N);
       Buffer out(x.dtype(), mm);
       cx.toHost(out.as<T>(), a.data(), out.byteSize());
@@ -871,9 +916,11 @@ class CudaBackend final : public Backend {
       DeviceArray<T> dx = upload<T>(cx, x), g = upload<T>(cx, dA);
       K::flagNonFinite<T>(g.data(), m, B, checks.data(), kBadGradIn, cx.stream);
       K::flagNonFinite<T>(dx.data(), static_cast<std::size_t>(C) * N, B, checks.data(), kBadFeatures, cx.stream);
+      if (d.channelsLast) dx = channelsFirst(cx, std::move(dx), B, C, N);
       DeviceArray<T> xc = cx.alloc<T>(x.size()), out = cx.alloc<T>(x.size());
-      K::centerRows<T>(dx.data(), xc.data(), B * C, N, cx.stream);
+      K::centerRows<T>(dx.data(), xc.data(), static_cast<std::size_t>(B) * C, N, cx.stream);
       covarianceBackward<T>(cx, xc.data(), g.data(), out.data(), B, C, N);
+      if (d.channelsLast) out = channelsLast(cx, std::move(out), B, C, N);
       Buffer result(x.dtype(), x.size());
       cx.toHost(result.as<T>(), out.data(), result.byteSize());
       const int bad = checks.fetch(cx);
@@ -933,7 +980,17 @@ class CudaBackend final : public Backend {
       K::flagNonFinite<T>(w.data(), m, B, checks.data(), kBadMatrix, cx.stream);
       K::fill<int>(firstBad.data(), INT_MAX, B, cx.stream);
       K::checkSymmetric<T>(w.data(), B, C, firstBad.data(), checks.data(), cx.stream);
+      // The lowest failing item is reported (the CPU's rule): items before a bad one still get
+      // their eigendecomposition, whose non-convergence comes first.
       const int bad = checks.fetch(cx);
+      const int Bn = bad >= 0 ? bad : B;
+      K::mirrorLower<T>(w.data(), Bn, C, cx.stream);  // the row-major lower triangle is the input (core/backend.h)
+      DeviceArray<T> l = cx.alloc<T>(static_cast<std::size_t>(B) * C), v = cx.alloc<T>(mm);
+      std::vector<int> info;
+      const char* solverName = eigensolve<T>(cx, w.data(), l.data(), Bn, C, info);
+      for (int b = 0; b < Bn; ++b)
+        if (info[b] != 0)
+          failItem(b, std::string("eigendecomposition did not converge (cuSOLVER ") + solverName + " info=" + std::to_string(info[b]) + ")");
       if (bad >= 0) {
         if (checks.firstCode(bad, {kBadMatrix, kAsymmetric}) == kBadMatrix) failItem(bad, "the matrix contains NaN or Infinity");
         int flat = 0;
@@ -941,13 +998,6 @@ class CudaBackend final : public Backend {
         cx.sync();
         failItem(bad, nonSymmetricMessage(a, bad, C, flat));
       }
-      K::mirrorLower<T>(w.data(), B, C, cx.stream);
-      DeviceArray<T> l = cx.alloc<T>(static_cast<std::size_t>(B) * C), v = cx.alloc<T>(mm);
-      std::vector<int> info;
-      const char* solverName = eigensolve<T>(cx, w.data(), l.data(), B, C, info);
-      for (int b = 0; b < B; ++b)
-        if (info[b] != 0)
-          failItem(b, std::string("eigendecomposition did not converge (cuSOLVER ") + solverName + " info=" + std::to_string(info[b]) + ")");
       K::transpose<T>(w.data(), v.data(), B, C, cx.stream);  // columns = eigenvectors (U)
       values = Buffer(a.dtype(), static_cast<std::size_t>(B) * C);
       vectors = Buffer(a.dtype(), mm);

@@ -8,9 +8,10 @@
 
 namespace covpool::cuda {
 
-DeviceCache::DeviceCache(int device, std::size_t limitBytes) : device_(device), limit_(limitBytes) {}
+DeviceCache::DeviceCache(int device, std::size_t limitBytes, bool exact) : device_(device), limit_(limitBytes), exact_(exact) {}
 
-std::size_t DeviceCache::roundUp(std::size_t bytes) {
+std::size_t DeviceCache::roundUp(std::size_t bytes) const {
+  if (exact_) return bytes;
   const std::size_t small = 512, large = std::size_t(2) << 20;
   const std::size_t step = bytes < (std::size_t(1) << 20) ? small : large;
   return (bytes + step - 1) / step * step;
@@ -19,7 +20,7 @@ std::size_t DeviceCache::roundUp(std::size_t bytes) {
 void* DeviceCache::allocate(std::size_t bytes) {
   if (bytes == 0) return nullptr;
   const std::size_t size = roundUp(bytes);
-  {
+  if (!exact_) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = parked_.find(size);
     if (it != parked_.end() && !it->second.empty()) {
@@ -66,8 +67,8 @@ void DeviceCache::trim(bool everything) {
   std::vector<std::pair<void*, std::size_t>> victims;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const std::size_t keep = everything ? 0 : limit_;
-    if (!everything && (limit_ == 0 || parkedBytes_ <= keep)) return;
+    const std::size_t keep = everything || exact_ ? 0 : limit_;
+    if (!everything && !exact_ && (limit_ == 0 || parkedBytes_ <= keep)) return;
     for (auto& [size, blocks] : parked_) {
       while (!blocks.empty() && parkedBytes_ > keep) {
         victims.emplace_back(blocks.back(), size);

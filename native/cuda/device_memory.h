@@ -19,7 +19,12 @@ class DeviceCache {
  public:
   // limitBytes: how much freed memory may stay parked (0 = no limit, like PyTorch's allocator;
   // everything parked is released when an allocation would otherwise fail).
-  DeviceCache(int device, std::size_t limitBytes);
+  // exact: allocate exactly the bytes asked for and never hand a freed block out again (freed
+  // blocks go back to the driver at the start of the next op, where the device is current). A
+  // debugging switch (COVPOOL_CUDA_EXACT_ALLOC=1): with it, an out-of-bounds access into what
+  // would be rounding slack, or a read of a block after its release, reaches memory the
+  // sanitizers and the emulated device can see (the emulated suite runs both ways).
+  DeviceCache(int device, std::size_t limitBytes, bool exact = false);
   DeviceCache(const DeviceCache&) = delete;
   DeviceCache& operator=(const DeviceCache&) = delete;
 
@@ -36,13 +41,15 @@ class DeviceCache {
   std::size_t parkedBytes() const;
   std::size_t liveBytes() const;
   int device() const { return device_; }
+  bool exact() const { return exact_; }
   // Sizes are rounded so that nearby shapes share blocks: 512 B steps below 1 MiB, 2 MiB steps
-  // above (the granularity the driver maps large allocations in anyway).
-  static std::size_t roundUp(std::size_t bytes);
+  // above (the granularity the driver maps large allocations in anyway). Exact caches do not round.
+  std::size_t roundUp(std::size_t bytes) const;
 
  private:
   int device_;
   std::size_t limit_;
+  bool exact_;
   mutable std::mutex mu_;
   std::unordered_map<std::size_t, std::vector<void*>> parked_;
   std::size_t parkedBytes_ = 0, liveBytes_ = 0;

@@ -1,5 +1,6 @@
 // Custom kernels of the CUDA backend (see kernels.cuh for the contracts). Compiled with -fmad=false
-// (CMakeLists.txt, scripts/check-cuda-kernels.sh): the elementwise steps and the K-matrix formulas
+// (CMakeLists.txt, scripts/check-cuda.sh; the emulated device's host build uses -ffp-contract=off,
+// its equivalent): the elementwise steps and the K-matrix formulas
 // then round exactly as the CPU backend's unfused x86-64 code does. GEMMs and eigensolvers are in
 // cuBLAS / cuSOLVER and are not affected.
 //
@@ -83,6 +84,16 @@ template <class T> __global__ void pointerArrayKernel(T** arr, T* base, std::siz
   COVPOOL_GRID_STRIDE(b, static_cast<std::size_t>(B)) arr[b] = base + b * stride;
 }
 
+// [B, rows, cols] -> [B, cols, rows] (channels-last features to channels-first and back).
+template <class T> __global__ void transposeBatchKernel(const T* in, T* out, int B, int rows, int cols) {
+  const std::size_t m = std::size_t(rows) * cols;
+  COVPOOL_GRID_STRIDE(idx, m * B) {
+    const std::size_t b = idx / m, r = idx % m;
+    const std::size_t i = r / cols, j = r % cols;
+    out[b * m + j * rows + i] = in[idx];
+  }
+}
+
 template <class T> __global__ void transposeKernel(const T* in, T* out, int B, int n) {
   const std::size_t m = std::size_t(n) * n;
   COVPOOL_GRID_STRIDE(idx, m * B) {
@@ -94,15 +105,18 @@ template <class T> __global__ void transposeKernel(const T* in, T* out, int B, i
 
 // ---- covariance ------------------------------------------------------------------------------------
 
-template <class T> __global__ void centerRowsKernel(const T* x, T* xc, int N) {
-  const std::size_t row = blockIdx.x;
-  const T* xr = x + row * N;
-  T* out = xc + row * N;
-  double sum = 0;  // double, as the CPU: N can be large
-  for (int k = threadIdx.x; k < N; k += blockDim.x) sum += static_cast<double>(xr[k]);
-  sum = blockReduce(sum, SumOp{}, 0.0);
-  const T mu = static_cast<T>(sum / N);
-  for (int k = threadIdx.x; k < N; k += blockDim.x) out[k] = xr[k] - mu;
+// One block per row (B * C rows may exceed a grid: blocks stride over rows; every thread of a block
+// takes the same rows, so the reduction's barriers are reached by all of them).
+template <class T> __global__ void centerRowsKernel(const T* x, T* xc, std::size_t rows, int N) {
+  for (std::size_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + row * N;
+    T* out = xc + row * N;
+    double sum = 0;  // double, as the CPU: N can be large
+    for (int k = threadIdx.x; k < N; k += blockDim.x) sum += static_cast<double>(xr[k]);
+    sum = blockReduce(sum, SumOp{}, 0.0);
+    const T mu = static_cast<T>(sum / N);
+    for (int k = threadIdx.x; k < N; k += blockDim.x) out[k] = xr[k] - mu;
+  }
 }
 
 template <class T> __global__ void mirrorUpperKernel(T* a, int B, int n) {
@@ -441,9 +455,13 @@ template <class T> void pointerArray(T** arr, T* base, std::size_t stride, int B
 template <class T> void transpose(const T* in, T* out, int B, int n, cudaStream_t s) {
   COVPOOL_LAUNCH(transposeKernel<T>, mat(B, n), s, in, out, B, n);
 }
-template <class T> void centerRows(const T* x, T* xc, int rows, int N, cudaStream_t s) {
-  if (N <= 0) return;
-  COVPOOL_LAUNCH_PER_ITEM(centerRowsKernel<T>, rows, s, x, xc, N);
+template <class T> void transposeBatch(const T* in, T* out, int B, int rows, int cols, cudaStream_t s) {
+  COVPOOL_LAUNCH(transposeBatchKernel<T>, std::size_t(B) * rows * cols, s, in, out, B, rows, cols);
+}
+template <class T> void centerRows(const T* x, T* xc, std::size_t rows, int N, cudaStream_t s) {
+  if (N <= 0 || rows == 0) return;
+  const unsigned grid = static_cast<unsigned>(rows < (std::size_t(1) << 20) ? rows : (std::size_t(1) << 20));
+  COVPOOL_LAUNCH_PER_ITEM(centerRowsKernel<T>, grid, s, x, xc, rows, N);
 }
 template <class T> void mirrorUpper(T* a, int B, int n, cudaStream_t s) {
   COVPOOL_LAUNCH(mirrorUpperKernel<T>, mat(B, n), s, a, B, n);
@@ -529,7 +547,8 @@ template <class T> void coefficientMatrix(const KParams& k, const T* l, T* F, T*
   template void fill<T>(T*, T, std::size_t, cudaStream_t);                                                            \
   template void pointerArray<T>(T**, T*, std::size_t, int, cudaStream_t);                                             \
   template void transpose<T>(const T*, T*, int, int, cudaStream_t);                                                   \
-  template void centerRows<T>(const T*, T*, int, int, cudaStream_t);                                                  \
+  template void centerRows<T>(const T*, T*, std::size_t, int, cudaStream_t);                                          \
+  template void transposeBatch<T>(const T*, T*, int, int, int, cudaStream_t);                                         \
   template void mirrorUpper<T>(T*, int, int, cudaStream_t);                                                           \
   template void mirrorLower<T>(T*, int, int, cudaStream_t);                                                           \
   template void addTranspose<T>(T*, int, int, cudaStream_t);                                                          \

@@ -1,6 +1,6 @@
 // Custom CUDA kernels of the CUDA backend, as host launch functions. This header and kernels.cu need
-// only the CUDA runtime (no cuBLAS / cuSOLVER), so they compile wherever nvcc does: CI compiles
-// them on machines without a GPU (scripts/check-cuda-kernels.sh) so that they cannot rot unseen.
+// only the CUDA runtime (no cuBLAS / cuSOLVER), so they compile wherever nvcc does (scripts/check-cuda.sh
+// builds them in CI), and the emulated device runs them unchanged on the CPU (native/cuda/test/emulator).
 //
 // Conventions, shared with the CPU backend:
 //   - matrices are row-major, batch first: matrix b of a batch [B, n, n] starts at b * n * n;
@@ -38,15 +38,19 @@ template <class T> void fill(T* a, T value, std::size_t count, cudaStream_t s);
 // a[b] = base + b * stride for b < B: the pointer arrays cuBLAS' *Batched (non-strided) calls take.
 template <class T> void pointerArray(T** arr, T* base, std::size_t stride, int B, cudaStream_t s);
 template <class T> void transpose(const T* in, T* out, int B, int n, cudaStream_t s);  // out != in
+// [B, rows, cols] -> [B, cols, rows], out != in: channels-last features [B, N, C] to [B, C, N], and back.
+template <class T> void transposeBatch(const T* in, T* out, int B, int rows, int cols, cudaStream_t s);
 
 // ---- covariance ----------------------------------------------------------------------------------
-// xc = x - row means, rows = B * C rows of N positions; means accumulated in double.
-template <class T> void centerRows(const T* x, T* xc, int rows, int N, cudaStream_t s);
+// xc = x - row means, rows = B * C rows of N positions; means accumulated in double. xc may be x.
+template <class T> void centerRows(const T* x, T* xc, std::size_t rows, int N, cudaStream_t s);
 // Copies the upper triangle into the lower one (the covariance GEMM is treated as syrk's upper
 // triangle, as on the CPU, so the result is exactly symmetric whatever the GEMM's tiling).
 template <class T> void mirrorUpper(T* a, int B, int n, cudaStream_t s);
-// Copies the lower triangle into the upper one. Before an eigensolver: LAPACK on the CPU reads the
-// row-major lower triangle ('U' in column-major), so the GPU solver gets exactly that triangle too.
+// Copies the lower triangle into the upper one. Before an eigensolver: every backend decomposes the
+// row-major lower triangle of sqrtm's and eigh's input (core/backend.h; the CPU mirrors it the same
+// way before its reduction), so a matrix that is symmetric only within the tolerance is the same
+// matrix to cuSOLVER as to the CPU's solver.
 template <class T> void mirrorLower(T* a, int B, int n, cudaStream_t s);
 // g <- g + g^T in place (covariance backward).
 template <class T> void addTranspose(T* g, int B, int n, cudaStream_t s);

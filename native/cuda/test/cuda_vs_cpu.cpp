@@ -406,7 +406,11 @@ void planChecks() {
 }
 
 // svd-newton's backward runs in chunks bounded by COVPOOL_CUDA_CHUNK_MB: with a 1 MiB budget every
-// item is its own chunk, and the result must not change.
+// item is its own chunk, and the result must not change. On the emulated device with exact
+// allocation (COVPOOL_CUDA_EXACT_ALLOC=1: no rounding, nothing reused within a call) the most device
+// memory the backward holds at once is measured too: a 2 MiB budget fits 2 items of C = 64 (tape and
+// work: 23 matrices of 32 KiB each), and the chunks may not take more than the budget on top of the
+// backward's own four batch-sized buffers.
 void chunkedBackwardChecks(Backend& cpu, Backend& gpu, Rng& rng) {
   const int B = 5, C = 64;
   const Buffer a = spdBatch(DType::F64, B, C, 2 * C, 0.1, rng);
@@ -416,17 +420,83 @@ void chunkedBackwardChecks(Backend& cpu, Backend& gpu, Rng& rng) {
   auto stg = gpu.sqrtm(a, B, C, o, sg);
   const Buffer dS = randomBuffer(DType::F64, sc.size(), rng, false);
   const Buffer gc = cpu.backward(*stc, dS);
-  setenv("COVPOOL_CUDA_CHUNK_MB", "1", 1);
-  Buffer gg;
-  try {
-    gg = gpu.backward(*stg, dS);
-  } catch (...) {
+  for (const char* mb : {"1", "2"}) {
+    setenv("COVPOOL_CUDA_CHUNK_MB", mb, 1);
+    Buffer gg;
+#ifdef COVPOOL_CUDA_EMULATED
+    cudaEmptyCache();  // what earlier calls parked is not this backward's
+    const std::size_t before = cudaEmulatorReport().liveDeviceBytes;
+    cudaEmulatorResetPeak();
+#endif
+    try {
+      gg = gpu.backward(*stg, dS);
+    } catch (...) {
+      unsetenv("COVPOOL_CUDA_CHUNK_MB");
+      throw;
+    }
     unsetenv("COVPOOL_CUDA_CHUNK_MB");
-    throw;
+    record(std::string("float64 svd-newton backward B=5 C=64 in chunks of ") + mb + " MiB", relDiff(gc, gg), tolFor(DType::F64, DType::F64, true), true);
+#ifdef COVPOOL_CUDA_EMULATED
+    const char* exact = std::getenv("COVPOOL_CUDA_EXACT_ALLOC");
+    if (exact && std::strcmp(exact, "1") == 0) {
+      const double budget = std::atof(mb) * (1 << 20), own = 4.0 * B * C * C * sizeof(double) + 4096;
+      const double chunkBytes = static_cast<double>(cudaEmulatorReport().peakDeviceBytes) - static_cast<double>(before) - own;
+      record(std::string("svd-newton backward: device bytes of its chunks / the ") + mb + " MiB budget", chunkBytes / budget, 1.0, true);
+    }
+#endif
   }
-  unsetenv("COVPOOL_CUDA_CHUNK_MB");
-  record("float64 svd-newton backward B=5 C=64 in 1-item chunks", relDiff(gc, gg), tolFor(DType::F64, DType::F64, true), true);
 }
+
+// Channels-last features [B, N, C]: the covariance, its backward and the layer (forward and
+// backward, gradient in the same layout) as the CPU backend computes them from the same layout.
+void channelsLastChecks(Backend& cpu, Backend& gpu, DType t, Rng& rng) {
+  const Dims d{3, 20, 30, true};
+  const Buffer x = randomBuffer(t, static_cast<std::size_t>(d.B) * d.C * d.N, rng, true);
+  const std::string tag = std::string(dtypeName(t)) + " channels-last B=3 C=20 N=30";
+  const double tol = t == DType::F32 ? 1e-5 : 1e-12;
+  Buffer ac, ag;
+  if (sameOutcome(tag + " covpool", [&](Backend& be, int side) { (side == 0 ? ac : ag) = be.covpool(x, d); }, cpu, gpu))
+    record(tag + " covpool", relDiff(ac, ag), tol, true);
+  const Buffer dA = randomBuffer(t, static_cast<std::size_t>(d.B) * d.C * d.C, rng, false);
+  Buffer gc, gg;
+  if (sameOutcome(tag + " covpoolBackward", [&](Backend& be, int side) { (side == 0 ? gc : gg) = be.covpoolBackward(x, dA, d); }, cpu, gpu))
+    record(tag + " covpoolBackward", relDiff(gc, gg), tol, true);
+  for (const char* m : {"ns", "svd-pade"}) {
+    const SqrtmOptions o = resolveOptions(rawOf(m), t, d.C);
+    Buffer yc, yg;
+    auto sc = cpu.layer(x, d, o, true, yc);
+    auto sg = gpu.layer(x, d, o, true, yg);
+    record(tag + " layer " + m + " forward", relDiff(yc, yg), tolFor(t, o.precision, false), true);
+    const Buffer dy = randomBuffer(t, yc.size(), rng, false);
+    record(tag + " layer " + m + " backward", relDiff(cpu.backward(*sc, dy), gpu.backward(*sg, dy)), tolFor(t, o.precision, true), true);
+  }
+}
+
+#ifdef COVPOOL_CUDA_EMULATED
+// Error order with injected eigensolver faults: the lowest failing item is reported, as on the CPU
+// (items before an input error still get their eigendecomposition).
+void faultOrderChecks(Backend& gpu, Rng& rng) {
+  Buffer a = spdBatch(DType::F64, 4, 12, 24, 0.1, rng);
+  put(a, 2 * 144 + 5, NAN);  // item 2: non-finite
+  auto expectError = [&](const char* fault, const std::string& want) {
+    setenv("COVPOOL_EMU_EIG_NO_CONVERGE", fault, 1);
+    std::string got;
+    try {
+      Buffer l, v;
+      gpu.eigh(a, 4, 12, l, v);
+    } catch (const std::exception& e) {
+      got = e.what();
+    }
+    unsetenv("COVPOOL_EMU_EIG_NO_CONVERGE");
+    ++checks;
+    const bool ok = got.find(want) != std::string::npos;
+    if (!ok) ++failures;
+    std::printf("%-5s eigh, NaN in item 2, eigensolver fails item %s: '%s'\n", ok ? "ok" : "FAIL", fault, got.c_str());
+  };
+  expectError("1", "batch item 1: eigendecomposition did not converge (cuSOLVER syevjBatched info=13)");
+  expectError("3", "batch item 2: the matrix contains NaN or Infinity");
+}
+#endif
 
 void sqrtmChecks(Backend& cpu, Backend& gpu, DType t, int B, int C, Rng& rng) {
   const Buffer a = spdBatch(t, B, C, 2 * C, 0.1, rng);
@@ -604,6 +674,7 @@ int main(int argc, char** argv) {
       if (!gpu) continue;
       elementaryChecks(cpu, *gpu, t, rng);
       errorChecks(cpu, *gpu, t, rng);
+      channelsLastChecks(cpu, *gpu, t, rng);
       sqrtmChecks(cpu, *gpu, t, 3, 10, rng);
       sqrtmChecks(cpu, *gpu, t, 2, 45, rng);
       for (const Shape& sh : shapes) layerChecks(cpu, *gpu, t, sh, rng);
@@ -615,6 +686,9 @@ int main(int argc, char** argv) {
   if (gpu) {
     try {
       chunkedBackwardChecks(cpu, *gpu, rng);
+#ifdef COVPOOL_CUDA_EMULATED
+      faultOrderChecks(*gpu, rng);
+#endif
     } catch (const std::exception& e) {
       ++failures;
       std::printf("FAIL  chunked svd-newton backward: unexpected exception: %s\n", e.what());

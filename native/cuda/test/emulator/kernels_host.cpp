@@ -179,11 +179,13 @@ void poisonShared() {
   for (std::size_t i = 0; i < cuemuSharedVariableCount; ++i) poison(cuemuSharedVariables[i].address, cuemuSharedVariables[i].bytes);
 }
 
-// Runs one block; returns "" or what went wrong.
+// Runs one block; returns "" or what went wrong. The thread records are reused from block to block
+// (only what a fresh thread needs is reset).
 std::string runBlock(const Launch& l, const std::function<void()>& body, const uint3& b) {
-  BlockRun r;
+  static BlockRun r;
   r.launch = &l;
   r.body = &body;
+  r.running = nullptr;
   const unsigned nx = l.block.x, ny = l.block.y, nz = l.block.z;
   r.threads.resize(static_cast<std::size_t>(nx) * ny * nz);
   int k = 0;
@@ -192,6 +194,8 @@ std::string runBlock(const Launch& l, const std::function<void()>& body, const u
       for (unsigned x = 0; x < nx; ++x, ++k) {
         Thread& t = r.threads[k];
         t.coords = Coords{uint3{x, y, z}, b, l.block, l.grid};
+        t.state = State::Fresh;
+        t.fiber = nullptr;
         t.linear = k;
       }
   poisonShared();

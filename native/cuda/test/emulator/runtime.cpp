@@ -63,6 +63,7 @@ std::size_t quarantineBytes = 0;
 constexpr std::size_t kQuarantineBytes = std::size_t(1) << 30;  // address space, not memory
 std::uint64_t serials = 0;
 int accessDepth = 0;
+std::size_t liveDeviceBytes = 0, peakDeviceBytes = 0;
 
 struct Device {
   std::size_t usedBytes = 0;
@@ -244,6 +245,7 @@ Report report() {
     if (m.block.kind == MemKind::Device) ++r.liveDeviceBlocks, r.liveDeviceBytes += m.block.bytes;
     else ++r.livePinnedBlocks, r.livePinnedBytes += m.block.bytes;
   }
+  r.peakDeviceBytes = peakDeviceBytes;
   r.kernelLaunches = counters.kernelLaunches;
   r.libraryCalls = counters.libraryCalls;
   r.blocksRun = counters.blocksRun;
@@ -412,6 +414,10 @@ Access::~Access() {
 }  // namespace cuemu
 
 covpool::CudaEmulatorReport covpool::cudaEmulatorReport() { return cuemu::report(); }
+void covpool::cudaEmulatorResetPeak() {
+  std::lock_guard<std::mutex> lock(cuemu::mu);
+  cuemu::peakDeviceBytes = cuemu::liveDeviceBytes;
+}
 
 // ---- the runtime API ------------------------------------------------------------------------------------
 using namespace cuemu;
@@ -445,6 +451,8 @@ cudaError_t allocateDevice(void** out, std::size_t bytes) {
   m.block.serial = ++serials;
   if (accessDepth == 0) protect(m, false);
   device(currentDev).usedBytes += bytes;
+  liveDeviceBytes += bytes;
+  peakDeviceBytes = std::max(peakDeviceBytes, liveDeviceBytes);
   live.emplace(m.block.begin, m);
   *out = begin;
   return cudaSuccess;
@@ -647,6 +655,7 @@ cudaError_t cudaFree(void* p) {
   Mapping m = it->second;
   live.erase(it);
   device(m.block.device).usedBytes -= m.block.bytes;
+  liveDeviceBytes -= m.block.bytes;
   retire(m);
   return cudaSuccess;
 }
