@@ -155,11 +155,12 @@ type Px = (v: number) => number;
 
 /**
  * Vertical pixel offsets that keep coinciding series apart: two series coincide when they share at
- * least two x values and at half or more of them their points lie within 1 px. Each group of
+ * least two x values and at half or more of them their points lie within `tolerancePx` (1 px: one
+ * line to the eye). Each group of
  * coinciding series (transitively) is spread symmetrically, `step` px between neighbours, in the
  * order the series are given; every other series keeps offset 0.
  */
-export function coincidenceOffsets(series: readonly Series[], px: Px, py: Px, xLog: boolean, yLog: boolean, step: number): number[] {
+export function coincidenceOffsets(series: readonly Series[], px: Px, py: Px, xLog: boolean, yLog: boolean, step: number, tolerancePx = 1): number[] {
   const at = series.map((s) => {
     const m = new Map<number, number>();
     for (const [x, y] of s.points) if (usable(x, xLog) && usable(y, yLog)) m.set(Math.round(px(x) * 10) / 10, py(y));
@@ -174,7 +175,7 @@ export function coincidenceOffsets(series: readonly Series[], px: Px, py: Px, xL
         const yb = at[b].get(x);
         if (yb === undefined) continue;
         shared++;
-        if (Math.abs(y - yb) <= 1) close++;
+        if (Math.abs(y - yb) <= tolerancePx) close++;
       }
       if (shared >= 2 && close * 2 >= shared) parent[find(b)] = find(a);
     }
