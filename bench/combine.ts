@@ -2,7 +2,10 @@
 // the same session) into one table of medians: on a shared, noisy machine a single pair of runs
 // can be off by tens of percent, the median over rounds much less.
 //
-//   node dist/bench/combine.js --out combined.json cpu-r1.json torch-r1.json cpu-r2.json torch-r2.json ...
+//   node dist/bench/combine.js --out RUN/combined.json RUN/covpool-r1.json RUN/torch-r1.json RUN/covpool-r2.json RUN/torch-r2.json ...
+//
+// bench/run-cpu.sh calls it with RUN = bench/results/STAMP, the run's own folder, so that the
+// combined file sits next to the rounds it was made from.
 //
 // Arguments after the options are covpool/baseline JSON pairs, in that order. Per cell it reports
 // the median of covpool's medians, the median of the baseline's, their ratio, and the median of
@@ -33,7 +36,7 @@ function main(): void {
     else files.push(argv[i]);
   }
   if (files.length === 0 || files.length % 2 !== 0) {
-    process.stderr.write('usage: node dist/bench/combine.js [--out FILE] cpu-1.json torch-1.json [cpu-2.json torch-2.json ...]\n');
+    process.stderr.write('usage: node dist/bench/combine.js [--out FILE] covpool-r1.json torch-r1.json [covpool-r2.json torch-r2.json ...]\n');
     process.exit(2);
   }
   const rounds: Array<{ ours: { rows: OursRow[]; machine?: unknown; backend?: unknown }; torch: { torch?: string; rows: Array<Record<string, unknown>> } }> = [];

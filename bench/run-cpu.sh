@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs the PyTorch baseline (bench/torch: the same ten layers written in PyTorch) and then covpool's
 # CPU benchmark, one after the other in the same session so that the ratios compare like with like,
-# writes both JSON files into bench/results/ with date-stamped names and prints the comparison.
+# writes both JSON files into a folder of their own, bench/results/STAMP/, and prints the comparison:
+#
+#   bench/results/STAMP/covpool.json, torch.json            one round
+#   bench/results/STAMP/covpool-rN.json, torch-rN.json      round N of several (ROUNDS > 1)
+#   bench/results/STAMP/combined.json                       the medians over the rounds (bench/combine.ts)
 #
 #   bench/run-cpu.sh [-- extra options for dist/bench/cpu.js]
 #
@@ -16,12 +20,13 @@
 #   PYTHON               interpreter for the baseline (default: found as above)
 #   THREADS              threads for both sides (default: the core count); COVPOOL_NUM_THREADS,
 #                        when set, overrides covpool's side
-#   STAMP                file-name stamp (default: today's date, YYYY-MM-DD; a time is appended
-#                        when files of that name exist already)
+#   STAMP                the run's folder name (default: today's date, YYYY-MM-DD; name what was
+#                        measured after it, e.g. STAMP=2026-12-01-2threads-stair; a time is
+#                        appended when the folder exists already)
 #   ROUNDS               rounds of (baseline, covpool) pairs (default 1); with more than one, each
 #                        round's files get an -rN suffix and bench/combine.ts prints and writes the
-#                        medians over rounds (cpu-STAMP-combined.json): on a shared machine one
-#                        pair can be off by tens of percent
+#                        medians over rounds (combined.json): on a shared machine one pair can be
+#                        off by tens of percent
 #   CONFIGS, METHODS, REPEATS  passed to bench/torch/bench_layers.py (workloads, methods, runs)
 #
 # The baseline takes a few minutes on a 2-core machine. Run on an otherwise idle machine: both
@@ -51,9 +56,11 @@ fi
 RESULTS=bench/results
 mkdir -p "$RESULTS"
 STAMP="${STAMP:-$(date +%F)}"
-if compgen -G "$RESULTS/cpu-$STAMP*.json" >/dev/null || compgen -G "$RESULTS/torch-cpu-$STAMP*.json" >/dev/null; then
+if [[ -e "$RESULTS/$STAMP" ]]; then
   STAMP="$STAMP-$(date +%H%M%S)"
 fi
+RUN="$RESULTS/$STAMP"
+mkdir -p "$RUN"
 ROUNDS="${ROUNDS:-1}"
 
 # Build the TypeScript (the bench is compiled with the library); the addon must be built already
@@ -82,8 +89,8 @@ PAIRS=()
 for (( round = 1; round <= ROUNDS; round++ )); do
   suffix=""
   if (( ROUNDS > 1 )); then suffix="-r$round"; echo "run-cpu: round $round of $ROUNDS"; fi
-  OURS="$RESULTS/cpu-$STAMP$suffix.json"
-  TORCH="$RESULTS/torch-cpu-$STAMP$suffix.json"
+  OURS="$RUN/covpool$suffix.json"
+  TORCH="$RUN/torch$suffix.json"
   ANCHOR_ARGS=()
   if (( have_torch )); then
     echo "run-cpu: baseline: torch $(torch_version "$PYTHON") from $PYTHON, THREADS=$THREADS (a few minutes)"
@@ -101,5 +108,5 @@ done
 
 if (( ROUNDS > 1 && have_torch )); then
   echo
-  node dist/bench/combine.js --out "$RESULTS/cpu-$STAMP-combined.json" "${PAIRS[@]}"
+  node dist/bench/combine.js --out "$RUN/combined.json" "${PAIRS[@]}"
 fi

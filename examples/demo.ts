@@ -42,7 +42,7 @@ export interface DemoRow {
   nonFinite: number;
 }
 
-// Why a method's gradient differs from the exact one: facts about each method (see the README's
+// Why a method's gradient differs from the exact one: facts about each method (see docs/methods.md's
 // methods table), attached to whichever group the measured numbers put the method in.
 const GRADIENT_REASON: Record<string, string> = {
   ns: 'differentiates its 5 Newton-Schulz iterations, which do not converge on the smallest eigenvalues',

@@ -1,7 +1,7 @@
 // The GCP meta-layer: features -> covariance -> matrix square root -> upper-triangle vector,
 // with a backward pass, a method that may change between steps, and the hybrid-schedule helper.
 import { MethodSpec, MethodOptions, toMethodOptions } from './methods';
-import { NativeControl, addonFor, explainNativeError, native } from './native';
+import { NativeControl, addonFor, cuda, explainNativeError, native } from './native';
 import {
   BackwardOptions,
   BackwardState,
@@ -64,6 +64,21 @@ export class CovPoolLayer {
   }
   get method(): string {
     return this.opts.method;
+  }
+
+  /**
+   * The device this layer's calls run on: 'cpu' or 'cuda:N'. `device: 'auto'` resolves here as a
+   * forward resolves it (the first CUDA device when one can be used, else the CPU), and 'cuda' is
+   * 'cuda:0'; `layer.options.device` keeps what was asked for. A forward's `state.device` names the
+   * device that forward ran on.
+   */
+  get device(): string {
+    const asked = this.opts.device ?? 'cpu';
+    if (asked === 'cpu') return 'cpu';
+    if (asked === 'cuda') return 'cuda:0';
+    if (asked !== 'auto') return asked;
+    const c = cuda(); // what addonFor('auto') decides by
+    return c.addon && c.status.devices > 0 ? 'cuda:0' : 'cpu';
   }
 
   /** Switches the method (and its options) for the following steps; states already made keep theirs. */

@@ -124,6 +124,20 @@ const EXTRA: Record<Method, string[]> = {
   'mpa-lya': ['degree', 'iterations', 'checkPsd'],
 };
 
+// The integer options' ranges, as native/core/methods.cpp checks them (kMaxIterations,
+// kMaxPowerIterations, kMaxTaylorDegree; the Padé limits of native/core/pade.h); svd-topn's n is
+// bounded by the number of channels, known only at the call (where the addon checks it).
+const INTEGER_RANGES: Record<string, [number, number | 'C']> = {
+  'ns iterations': [1, 100],
+  'svd-newton iterations': [1, 100],
+  'mpa-lya iterations': [1, 100],
+  'svd-pi iterations': [1, 1000],
+  'svd-taylor degree': [0, 1000],
+  'svd-pade degree': [1, 1000],
+  'mpa-lya degree': [1, 12],
+  'svd-topn n': [1, 'C'],
+};
+
 /** Normalizes a method spec to an options object and rejects unknown methods and options. */
 export function toMethodOptions(spec: MethodSpec): MethodOptions {
   const o: Record<string, unknown> = typeof spec === 'string' ? { method: spec } : { ...(spec as object) };
@@ -141,9 +155,14 @@ export function toMethodOptions(spec: MethodSpec): MethodOptions {
     if (!allowed.includes(key))
       throw new RangeError(`covpool: option '${key}' does not apply to method '${m}' (its options: ${allowed.slice(1).join(', ')})`);
   }
-  for (const key of ['iterations', 'degree', 'n'])
-    if (key in o && !(Number.isInteger(o[key]) && (o[key] as number) >= 0))
-      throw new RangeError(`covpool: ${m}: option '${key}' must be a non-negative integer, got ${formatValue(o[key])}`);
+  for (const key of ['iterations', 'degree', 'n']) {
+    if (!(key in o)) continue;
+    const [lo, hi] = INTEGER_RANGES[`${m} ${key}`];
+    const v = o[key];
+    // svd-topn's integer n is range-checked natively, against the input's C.
+    if (!(Number.isInteger(v) && (hi === 'C' || ((v as number) >= lo && (v as number) <= hi))))
+      throw new RangeError(`covpool: ${m}: option '${key}' must be an integer in [${lo}, ${hi}]${hi === 'C' ? ' (C: the number of channels)' : ''}, got ${formatValue(v)}`);
+  }
   for (const key of ['kappa', 'eps'])
     if (key in o && !(typeof o[key] === 'number' && Number.isFinite(o[key]) && (o[key] as number) > 0))
       throw new RangeError(`covpool: ${m}: option '${key}' must be a finite number > 0, got ${formatValue(o[key])}`);

@@ -155,9 +155,21 @@ const collected = new FinalizationRegistry<number>(() => {
 
 function requireGenuine(state: unknown): asserts state is BackwardState {
   if (state instanceof BackwardState && genuine.has(state)) return;
+  // The usual cause of undefined or a Promise: `const { output, state } = layer.forward(x)`
+  // without `await` destructures the promise (undefined), or the promise itself is passed on.
+  const awaitHint =
+    ' — is an `await` missing? layer.forward and sqrtm return promises: `const { output, state } = await layer.forward(x)` ' +
+    '(or call forwardSync / sqrtmSync)';
+  const isPromise = state !== null && typeof state === 'object' && typeof (state as { then?: unknown }).then === 'function';
   throw new TypeError(
     'covpool: state must be the `state` returned by the matching forward call (layer.forward or sqrtm), got ' +
-      (state instanceof BackwardState ? 'a BackwardState that no forward call made (a copy, or Object.create(BackwardState.prototype))' : formatValue(state)),
+      (state instanceof BackwardState
+        ? 'a BackwardState that no forward call made (a copy, or Object.create(BackwardState.prototype))'
+        : state === undefined
+          ? 'undefined' + awaitHint
+          : isPromise
+            ? 'a Promise' + awaitHint
+            : formatValue(state)),
   );
 }
 

@@ -62,6 +62,15 @@ function isTfjsTensor(x: unknown): boolean {
   return t !== null && typeof t === 'object' && typeof t.dataSync === 'function' && typeof t.data === 'function';
 }
 
+/** The error for a tf.Tensor where covpool wants its own data: where it went, and how to convert it. */
+function tfjsTensorError(what: string): TypeError {
+  return new TypeError(
+    `covpool: ${what} a TensorFlow.js tensor; covpool ops take covpool Tensors or {data, shape} objects. ` +
+      "In a tfjs model use covpool/tfjs (covPoolLayer, covPoolOp); otherwise convert with Tensor.from({ data: t.dataSync(), shape: t.shape }) " +
+      "and mind the layout: tfjs convolutions give NHWC [B, H, W, C], so pass dataFormat: 'channelsLast'",
+  );
+}
+
 // By tag rather than instanceof: arrays made in another realm (a vm context, jest's sandbox, a
 // worker's transferred view) are still Float32Arrays.
 function dtypeOfArray(a: unknown): DType | undefined {
@@ -86,6 +95,7 @@ export class Tensor {
    * the requested dtype (float32 by default). Other element types are rejected.
    */
   constructor(data: FloatArray | ArrayLike<number>, shape: readonly number[], dtype?: DType) {
+    if (isTfjsTensor(data)) throw tfjsTensorError('new Tensor(data, shape) got, as its data,');
     const shp = Tensor.checkShape(shape);
     const own = dtypeOfArray(data);
     if (own) {
@@ -125,12 +135,7 @@ export class Tensor {
       if (dtype && dtype !== x.dtype) throw new TypeError(`covpool: expected a ${dtype} tensor, got ${x.dtype}`);
       return x;
     }
-    if (isTfjsTensor(x))
-      throw new TypeError(
-        'covpool: got a TensorFlow.js tensor; covpool ops take covpool Tensors or {data, shape} objects. ' +
-          "In a tfjs model use covpool/tfjs (covPoolLayer, covPoolOp); otherwise convert with Tensor.from({ data: t.dataSync(), shape: t.shape }) " +
-          "and mind the layout: tfjs convolutions give NHWC [B, H, W, C], so pass dataFormat: 'channelsLast'",
-      );
+    if (isTfjsTensor(x)) throw tfjsTensorError('got');
     if (x === null || typeof x !== 'object' || !('data' in x))
       throw new TypeError('covpool: expected a Tensor or an object with `data` and `shape`');
     const shape = x.shape ?? x.dims;

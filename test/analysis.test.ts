@@ -386,6 +386,43 @@ describe('plots: coinciding series stay visible', () => {
     expect(new Set([...legend.matchAll(/stroke-dasharray="([^"]+)"/g)].map((m) => m[1])).size).toBe(2); // + one solid
     expect(checkXml(svg).ok).toBe(true);
   });
+
+  test('series that coincide are drawn 3 px apart (and the legend says so); the others where they are', () => {
+    const { svgPlot } = require('../lib/analysis/svg') as typeof import('../lib/analysis/svg');
+    const pts: Array<[number, number]> = [[1, 1], [2, 4], [3, 9]];
+    const apart: Array<[number, number]> = [[1, 5], [2, 6], [3, 2]];
+    const series = [...['ns', 'svd-newton', 'mpa-lya'].map((name) => ({ name, points: pts, mode: 'both' as const })), { name: 'svd', points: apart, mode: 'both' as const }];
+    const svg = svgPlot({ title: 't', xLabel: 'x', yLabel: 'y', series });
+    const groups = [...svg.matchAll(/<g class="series" data-name="([^"]+)"[^>]*>([\s\S]*?)<\/g>/g)];
+    const ys = groups.map((g) => [.../[ML][\d.]+ ([\d.]+)/g.exec(g[2]) ?? []].slice(1).map(Number)[0]);
+    // The first point of each line: the three coinciding ones 3 px apart around the true position.
+    expect(ys[1] - ys[0]).toBeCloseTo(3, 5);
+    expect(ys[2] - ys[1]).toBeCloseTo(3, 5);
+    const alone = svgPlot({ title: 't', xLabel: 'x', yLabel: 'y', series: [series[1], series[3]] });
+    const aloneGroups = [...alone.matchAll(/<g class="series" data-name="([^"]+)"[^>]*>([\s\S]*?)<\/g>/g)];
+    expect(/<path d="([^"]+)"/.exec(groups[3][2])![1]).toBe(/<path d="([^"]+)"/.exec(aloneGroups[1][2])![1]); // svd not moved
+    expect(/<path d="([^"]+)"/.exec(groups[1][2])![1]).toBe(/<path d="([^"]+)"/.exec(aloneGroups[0][2])![1]); // the middle one at its true place
+    expect(svg).toContain('coinciding series are drawn');
+    expect(alone).not.toContain('coinciding series are drawn');
+  });
+
+  test("a reference line's label does not sit on the data", () => {
+    const { svgPlot } = require('../lib/analysis/svg') as typeof import('../lib/analysis/svg');
+    // Points crowd the lower right end of the bound, where a label at the line's end would go (one
+    // more, far off, makes the axes span the whole bound).
+    const crowd: Array<[number, number]> = [[1e-8, 1e-9]];
+    for (let e = -3; e <= 0; e += 0.05) for (const f of [0.5, 1, 2]) crowd.push([10 ** e, (f * 1e-7) / 10 ** e]);
+    const bound: Array<[number, number]> = [-8, -6, -4, -2, 0].map((e) => [10 ** e, 1e-7 / 10 ** e]);
+    const svg = svgPlot({ title: 't', xLabel: 'x', yLabel: 'y', xLog: true, yLog: true, series: [{ name: 'errors', points: crowd, mode: 'points' }], refLines: [{ points: bound, label: 'ε32·λmax/λ' }] });
+    const label = /<text class="reference-label" x="([\d.]+)" y="([\d.]+)" text-anchor="(start|end)"/.exec(svg)!;
+    const [lx, ly] = [Number(label[1]), Number(label[2])];
+    const w = 6.2 * [...'ε32·λmax/λ'].length;
+    const box = { l: label[3] === 'end' ? lx - w : lx, r: label[3] === 'end' ? lx : lx + w, t: ly - 11, b: ly + 2 };
+    const group = /<g class="series" data-name="errors"[^>]*>([\s\S]*?)<\/g>/.exec(svg)![1];
+    const markers = [...group.matchAll(/<circle cx="([\d.]+)" cy="([\d.]+)"/g)].map((m) => [Number(m[1]), Number(m[2])]);
+    expect(markers.length).toBe(crowd.length);
+    expect(markers.filter(([x, y]) => x >= box.l - 3 && x <= box.r + 3 && y >= box.t - 3 && y <= box.b + 3)).toEqual([]);
+  });
 });
 
 describe('covpool-analyze arguments', () => {

@@ -93,6 +93,8 @@ describe('dataFormat channelsLast', () => {
     const fake = { shape: [2, 3, 4], dtype: 'float32', dataId: {}, data: async () => new Float32Array(24), dataSync: () => new Float32Array(24) };
     expectThrow(() => covpoolSync(fake as never), 'TypeError', /TensorFlow\.js tensor.*covpool\/tfjs.*dataSync\(\).*channelsLast/);
     expectThrow(() => new CovPoolLayer('ns').forwardSync(fake as never), 'TypeError', /covpool\/tfjs/);
+    // The constructor too: new Tensor(t, t.shape) is the other natural first try.
+    expectThrow(() => new Tensor(fake as never, [2, 3, 4]), 'TypeError', /new Tensor\(data, shape\) got, as its data, a TensorFlow\.js tensor.*covpool\/tfjs.*Tensor\.from\(\{ data: t\.dataSync\(\), shape: t\.shape \}\).*channelsLast/);
   });
 
   test('a real tf.Tensor gets the same advice, and its dataSync() with dataFormat channelsLast is the fix', () => {
@@ -100,6 +102,7 @@ describe('dataFormat channelsLast', () => {
     const tf = require('@tensorflow/tfjs') as typeof import('@tensorflow/tfjs');
     const t = tf.tidy(() => tf.randomNormal([2, 7, 7, 16], 0, 1, 'float32', 3));
     expectThrow(() => new CovPoolLayer('ns').forwardSync(t as never), 'TypeError', /TensorFlow\.js tensor.*covpool\/tfjs.*dataSync\(\)/);
+    expectThrow(() => new Tensor(t as never, t.shape), 'TypeError', /new Tensor\(data, shape\) got, as its data, a TensorFlow\.js tensor.*covpool\/tfjs.*dataSync\(\)/);
     const layer = new CovPoolLayer({ method: 'ns', dataFormat: 'channelsLast' });
     expect(layer.forwardSync(Tensor.from({ data: t.dataSync(), shape: t.shape })).output.shape).toEqual([2, 136]);
     t.dispose();

@@ -133,6 +133,35 @@ describe.each(FILES)('%s', (file) => {
   });
 });
 
+// Links: relative, to files that exist, and to headings that exist (GitHub's anchors: lower case,
+// punctuation dropped, spaces as hyphens). There is no public repository yet, so nothing may point
+// at one.
+const LINKED = [...FILES, 'bench/results/README.md', 'reports/README.md'];
+function anchors(file: string): Set<string> {
+  const text = fs.readFileSync(path.join(ROOT, file), 'utf8').replace(/^```[\s\S]*?^```/gm, '');
+  const slugs = [...text.matchAll(/^#{1,6}\s+(.+?)\s*$/gm)].map((m) =>
+    m[1].toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').trim().replace(/\s/g, '-'),
+  );
+  return new Set(slugs);
+}
+describe('links in README.md and docs/', () => {
+  test.each(LINKED)('%s: relative links resolve to files and headings', (file) => {
+    const text = fs.readFileSync(path.join(ROOT, file), 'utf8').replace(/^```[\s\S]*?^```/gm, '');
+    const links = [...text.matchAll(/!?\[[^\]]*\]\(([^)\s]+)\)/g)].map((m) => m[1]);
+    expect(links.length).toBeGreaterThan(0);
+    const bad: string[] = [];
+    for (const link of links) {
+      if (/github\.com\/covpool|githubusercontent\.com\/covpool/.test(link)) bad.push(`${link}: a placeholder repository`);
+      if (/^[a-z]+:/.test(link)) continue; // an external address
+      const [target, hash] = link.split('#');
+      const resolved = target === '' ? file : path.join(path.dirname(file), target);
+      if (!fs.existsSync(path.join(ROOT, resolved))) bad.push(`${link}: no such file`);
+      else if (hash !== undefined && resolved.endsWith('.md') && !anchors(resolved).has(hash)) bad.push(`${link}: no such heading`);
+    }
+    expect({ file, bad }).toEqual({ file, bad: [] });
+  });
+});
+
 describe('examples/js (shipped in the package)', () => {
   const dir = path.join(ROOT, 'examples', 'js');
   const files = fs.readdirSync(dir).filter((f) => /\.(c|m)?js$/.test(f));

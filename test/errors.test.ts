@@ -290,8 +290,12 @@ describe('methods and options', () => {
     bad('misspelt option', { method: 'ns', iteration: 5 }, 'RangeError', /option 'iteration' does not apply to method 'ns'/),
     bad('iterations 0 for ns', { method: 'ns', iterations: 0 }, 'RangeError', /ns: option 'iterations' must be an integer in \[1, 100\], got 0/),
     bad('iterations 0 for svd-pi', { method: 'svd-pi', iterations: 0 }, 'RangeError', /svd-pi: option 'iterations' must be an integer in \[1, \d+\], got 0/),
-    bad('negative iterations', { method: 'ns', iterations: -1 }, 'RangeError', /option 'iterations' must be a non-negative integer, got -1/),
-    bad('fractional iterations', { method: 'svd-newton', iterations: 2.5 }, 'RangeError', /option 'iterations' must be a non-negative integer, got 2.5/),
+    bad('negative iterations', { method: 'ns', iterations: -1 }, 'RangeError', /ns: option 'iterations' must be an integer in \[1, 100\], got -1$/),
+    bad('fractional iterations', { method: 'svd-newton', iterations: 2.5 }, 'RangeError', /svd-newton: option 'iterations' must be an integer in \[1, 100\], got 2.5$/),
+    bad("iterations given as the string '5'", { method: 'ns', iterations: '5' } as never, 'RangeError', /ns: option 'iterations' must be an integer in \[1, 100\], got '5'$/),
+    bad('svd-pi iterations 1001', { method: 'svd-pi', iterations: 1001 }, 'RangeError', /svd-pi: option 'iterations' must be an integer in \[1, 1000\], got 1001$/),
+    bad("svd-taylor degree '100'", { method: 'svd-taylor', degree: '100' } as never, 'RangeError', /svd-taylor: option 'degree' must be an integer in \[0, 1000\], got '100'$/),
+    bad('svd-topn n 2.5', { method: 'svd-topn', n: 2.5 }, 'RangeError', /svd-topn: option 'n' must be an integer in \[1, C\] \(C: the number of channels\), got 2.5$/),
     bad('n > C for svd-topn', { method: 'svd-topn', n: 4 }, 'RangeError', /svd-topn: option 'n' must be an integer in \[1, 3\], got 4/),
     bad('negative kappa', { method: 'svd-trunc', kappa: -1 }, 'RangeError', /svd-trunc: option 'kappa' must be a finite number > 0, got -1/),
     bad('infinite kappa', { method: 'svd-trunc', kappa: Infinity }, 'RangeError', /option 'kappa' must be a finite number > 0, got Infinity/),
@@ -330,7 +334,7 @@ describe('methods and options', () => {
     await expectReject(() => layer.forward(x), 'RangeError', /option 'n' must be an integer in \[1, 3\], got 5/);
   });
 
-  // Regression: an explicit n = 0 for svd-topn passes the JS check (non-negative integer); the
+  // Regression: an explicit n = 0 for svd-topn passes the JS check (an integer; its range needs C); the
   // native registry once clamped it to 1 (a clamp meant only for the default on tiny C).
   test('an explicit n = 0 for svd-topn is rejected, not silently changed to 1', () => {
     expectThrow(() => resolveOptions({ method: 'svd-topn', n: 0 }, 'float64', 3), 'RangeError', /option 'n' must be an integer in \[1, 3\], got 0/);
@@ -399,6 +403,15 @@ describe('backward states', () => {
     { name: 'a tensor', sync: () => sqrtmBackwardSync(dS as never, dS), async: () => sqrtmBackward(dS as never, dS), cls: 'TypeError', re: /state must be the `state`/ },
     { name: 'the forward result instead of its state', sync: () => layerA.backwardSync(fwdA() as never, dy), async: () => layerA.backward(fwdA() as never, dy), cls: 'TypeError', re: /state must be the `state`/ },
     { name: 'an empty object with the BackwardState prototype', sync: () => sqrtmBackwardSync(forged, dS), async: () => sqrtmBackward(forged, dS), cls: 'TypeError', re: /state must be the `state` returned by the matching forward call \(layer.forward or sqrtm\), got a BackwardState that no forward call made/ },
+  ]);
+
+  // `const { output, state } = layer.forward(x)` without `await` destructures a promise: state is
+  // undefined. Passing the promise on is the other form of the same slip.
+  const missingAwait = /got (undefined|a Promise) — is an `await` missing\? layer\.forward and sqrtm return promises: `const \{ output, state \} = await layer\.forward\(x\)` \(or call forwardSync \/ sqrtmSync\)$/;
+  checkCases('a forward whose await is missing', [
+    { name: 'the state of an un-awaited layer.forward (undefined)', sync: () => layerA.backwardSync((layerA.forward(x) as unknown as { state: BackwardState }).state, dy), async: () => layerA.backward((layerA.forward(x) as unknown as { state: BackwardState }).state, dy), cls: 'TypeError', re: missingAwait },
+    { name: 'undefined to sqrtmBackward', sync: () => sqrtmBackwardSync(undefined as never, dS), async: () => sqrtmBackward(undefined as never, dS), cls: 'TypeError', re: missingAwait },
+    { name: 'the promise of a forward', sync: () => layerA.backwardSync(layerA.forward(x) as never, dy), async: () => layerA.backward(layerA.forward(x) as never, dy), cls: 'TypeError', re: /got a Promise — is an `await` missing\?/ },
   ]);
 
   test('a BackwardState cannot be built around something that is not a native state', () => {

@@ -7,6 +7,7 @@ import {
   Method,
   MethodSchedule,
   Tensor,
+  backendInfo,
   covpoolBackwardSync,
   covpoolSync,
   sqrtmBackwardSync,
@@ -201,6 +202,26 @@ describe('defaults the layer reports', () => {
     expect(state.options.n).toBe(12 - 2);
     expect(state.dtype).toBe('float32');
     expect(state.kind).toBe('layer');
+  });
+
+  test("layer.device names the device the layer runs on: 'auto' resolved, as its forwards' states say", () => {
+    const x = reluFeatures(2, 6, 9, 23, 'float32');
+    const gpu = backendInfo().cudaDevices > 0;
+    expect(new CovPoolLayer('svd').device).toBe('cpu'); // the default
+    const cpu = new CovPoolLayer({ method: 'svd', device: 'cpu' });
+    expect(cpu.device).toBe('cpu');
+    expect(cpu.forwardSync(x).state.device).toBe('cpu');
+    const auto = new CovPoolLayer({ method: 'svd-pade', device: 'auto' });
+    expect(auto.device).toBe(gpu ? 'cuda:0' : 'cpu');
+    expect(auto.options.device).toBe('auto'); // what was asked for
+    const { state } = auto.forwardSync(x);
+    expect(state.device).toBe(auto.device);
+    // A schedule keeps the layer's device; setMethod may change it.
+    MethodSchedule.hybrid(1, 'ns', 'svd').apply(auto, 2);
+    expect([auto.method, auto.options.device, auto.device]).toEqual(['svd', 'auto', gpu ? 'cuda:0' : 'cpu']);
+    auto.setMethod({ method: 'svd', device: 'cpu' });
+    expect(auto.device).toBe('cpu');
+    if (gpu) expect(new CovPoolLayer({ method: 'ns', device: 'cuda' }).device).toBe('cuda:0');
   });
 });
 

@@ -57,6 +57,41 @@ describe('loader errors', () => {
   });
 });
 
+// The addon loads on first use, not at require/import: a program (or covpool/tfjs registering its
+// layer) can load covpool where no binary loads and learn why at the first call that needs it,
+// which it can catch — an ES module cannot catch a failing static import.
+describe('where no binary loads', () => {
+  test("require('covpool') and import succeed; the first call that needs the addon throws the loader's error", () => {
+    const root = path.join(__dirname, '..');
+    if (!fs.existsSync(path.join(root, 'dist', 'lib', 'index.js'))) throw new Error('this test runs dist/ in a child: run `npm run build` first');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'covpool-lazy-'));
+    const bad = path.join(dir, 'covpool.node');
+    fs.writeFileSync(bad, 'not an ELF file');
+    const lib = JSON.stringify(path.join(root, 'dist', 'lib', 'index.js'));
+    const cjs = `
+      const c = require(${lib});
+      const tries = { backendInfo: () => c.backendInfo(), layer: () => new c.CovPoolLayer('ns'), op: () => c.covpoolSync(new c.Tensor(new Float32Array(4), [1, 2, 2])) };
+      const out = { loaded: typeof c.CovPoolLayer === 'function', tensor: new c.Tensor(new Float32Array(2), [1, 2]).shape };
+      for (const [k, f] of Object.entries(tries)) { try { f(); out[k] = 'no error'; } catch (e) { out[k] = e.message; } }
+      console.log(JSON.stringify(out));`;
+    const esm = `import { backendInfo } from ${JSON.stringify('file://' + path.join(root, 'esm', 'index.mjs'))};
+      try { backendInfo(); console.log('no error'); } catch (e) { console.log(e.message); }`;
+    try {
+      const env = { ...process.env, COVPOOL_ADDON: bad };
+      const out = JSON.parse(execFileSync(process.execPath, ['-e', cjs], { env, encoding: 'utf8' }));
+      expect({ loaded: out.loaded, tensor: out.tensor }).toEqual({ loaded: true, tensor: [1, 2] });
+      for (const k of ['backendInfo', 'layer', 'op']) {
+        expect(out[k]).toContain(`covpool: the native addon ${bad} does not load here`);
+        expect(out[k]).toContain('`npx covpool-build`');
+      }
+      const m = execFileSync(process.execPath, ['--input-type=module', '-e', esm], { env, encoding: 'utf8' });
+      expect(m).toContain(`covpool: the native addon ${bad} does not load here`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('binary audit (scripts/audit-prebuilds.js)', () => {
   let dir: string;
   beforeAll(() => {

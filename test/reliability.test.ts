@@ -294,7 +294,7 @@ describe('6. smaller items', () => {
     expect(Array.from(new Tensor([1, 2.5], [2], 'float64').data)).toEqual([1, 2.5]);
   });
   test('messages print the offending value unambiguously', () => {
-    expectThrow(() => new CovPoolLayer({ method: 'ns', iterations: '5' } as never), 'RangeError', /option 'iterations' must be a non-negative integer, got '5'$/);
+    expectThrow(() => new CovPoolLayer({ method: 'ns', iterations: '5' } as never), 'RangeError', /option 'iterations' must be an integer in \[1, 100\], got '5'$/);
     expectThrow(() => new Tensor(new Float32Array(2), ['2'] as never), 'RangeError', /shape \['2'\] must hold non-negative integers \(got '2', a string\)/);
     expectThrow(() => new CovPoolLayer({ method: 'svd-trunc', kappa: '1' } as never), 'RangeError', /got '1'$/);
     expectThrow(() => new CovPoolLayer({ method: 5 } as never), 'RangeError', /unknown method 5;/);

@@ -306,6 +306,53 @@ describe('the CovPool layer in tfjs models', () => {
     again.dispose();
   });
 
+  // Plain @tensorflow/tfjs in Node has no file:// handler (tfjs-node brings it); docs/tfjs.md shows
+  // a handler of a few fs calls. The same here: to files, back, and the same predictions.
+  test('saved to files and loaded with plain @tensorflow/tfjs (no tfjs-node), the model predicts the same', async () => {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const fs = require('fs') as typeof import('fs');
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const path = require('path') as typeof import('path');
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const os = require('os') as typeof import('os');
+    await expect(tf.sequential({ layers: [tf.layers.dense({ inputShape: [2], units: 1 })] }).save('file:///nonexistent')).rejects.toThrow(/Cannot find any save handlers/);
+    const fileIO = (dir: string): tf.io.IOHandler => ({
+      save: async (a) => {
+        const parts = Array.isArray(a.weightData) ? a.weightData : [a.weightData as ArrayBuffer];
+        fs.writeFileSync(path.join(dir, 'weights.bin'), Buffer.concat(parts.map((b) => Buffer.from(b))));
+        const { weightSpecs, weightData, ...rest } = a;
+        fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({ ...rest, weightsManifest: [{ paths: ['weights.bin'], weights: weightSpecs }] }));
+        return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(a) };
+      },
+      load: async () => {
+        const { weightsManifest, ...rest } = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
+        const bin = fs.readFileSync(path.join(dir, 'weights.bin'));
+        return { ...rest, weightSpecs: weightsManifest[0].weights, weightData: bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.length) };
+      },
+    });
+    const m = tf.sequential();
+    m.add(tf.layers.conv2d({ inputShape: [6, 6, 3], filters: 7, kernelSize: 3, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 8 }) }));
+    m.add(covPoolLayer({ method: 'svd-lyap', eps: 1e-10, name: 'gcp' }));
+    m.add(tf.layers.dense({ units: 3, kernelInitializer: tf.initializers.glorotUniform({ seed: 9 }) }));
+    const x = tf.randomNormal([3, 6, 6, 3], 0, 1, 'float32', 10);
+    const y0 = Float32Array.from((m.predict(x) as tf.Tensor).dataSync());
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'covpool-tfjs-save-'));
+    try {
+      await m.save(fileIO(dir));
+      expect(fs.readdirSync(dir).sort()).toEqual(['model.json', 'weights.bin']);
+      expect(fs.readFileSync(path.join(dir, 'model.json'), 'utf8')).toContain('"class_name":"CovPool"');
+      const loaded = await tf.loadLayersModel(fileIO(dir));
+      expect(loaded.getLayer('gcp')).toBeInstanceOf(CovPool);
+      expect(loaded.getLayer('gcp').getConfig()).toMatchObject({ method: 'svd-lyap', eps: 1e-10, dataFormat: 'channelsLast', vectorize: true });
+      expect(Array.from((loaded.predict(x) as tf.Tensor).dataSync())).toEqual(Array.from(y0));
+      loaded.dispose();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+      x.dispose();
+      m.dispose();
+    }
+  });
+
   test('in a functional tf.model, with NHWC input', () => {
     const input = tf.input({ shape: [5, 5, 6] });
     const gcp = new CovPool({ method: 'svd-trunc', kappa: 1e6 });

@@ -1,6 +1,7 @@
 // Summaries over seeds, the markdown table, and the SVG plots of the singular-regime experiment.
 import * as fs from 'fs';
 import * as path from 'path';
+import { coincidenceOffsets } from '../../lib/analysis/svg';
 import { CHANCE, Config, RunRecord } from './experiment';
 
 export interface Summary {
@@ -224,8 +225,21 @@ export function lineChart(
   }
   out.push(`<text x="${left + pw / 2}" y="${H - 15}" text-anchor="middle">${esc(opts.xLabel)}</text>`);
   out.push(`<text transform="translate(20 ${top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(opts.yLabel + (opts.logY ? ' (log scale)' : ''))}</text>`);
+  // Series with the same values (the hybrids are ns, to the bit, until they switch) are drawn 3 px
+  // apart, as in the analysis plots, so that none hides another; merely close curves (the SVD
+  // methods' losses) stay where they are.
+  const offsets = coincidenceOffsets(
+    series.map((s) => ({ name: s.label, points: s.points.filter((p): p is [number, number] => p[1] !== null) })),
+    X,
+    Y,
+    false,
+    !!opts.logY,
+    3,
+    0.05,
+  );
   // Series.
   series.forEach((s, i) => {
+    const dy = offsets[i];
     const color = PALETTE[i % PALETTE.length];
     const dash = s.dashed ? ' stroke-dasharray="7 4"' : '';
     let d = '';
@@ -235,7 +249,7 @@ export function lineChart(
         pen = false;
         continue;
       }
-      d += `${pen ? 'L' : 'M'}${X(x).toFixed(1)} ${Y(y).toFixed(1)} `;
+      d += `${pen ? 'L' : 'M'}${X(x).toFixed(1)} ${(Y(y) + dy).toFixed(1)} `;
       pen = true;
     }
     if (d) out.push(`<path d="${d.trim()}" fill="none" stroke="${color}" stroke-width="2"${dash}/>`);
@@ -246,11 +260,13 @@ export function lineChart(
       out.push(`<line x1="${bx}" x2="${bx}" y1="${Y(lo).toFixed(1)}" y2="${Y(hi).toFixed(1)}" stroke="${color}" stroke-width="1.5" opacity="0.7"/>`);
     }
     for (const [x, y] of s.points)
-      if (y !== null && Number.isFinite(y) && s.points.length <= 30) out.push(`<circle cx="${X(x).toFixed(1)}" cy="${Y(y).toFixed(1)}" r="3" fill="${color}"/>`);
+      if (y !== null && Number.isFinite(y) && s.points.length <= 30) out.push(`<circle cx="${X(x).toFixed(1)}" cy="${(Y(y) + dy).toFixed(1)}" r="3" fill="${color}"/>`);
     const ly = top + 10 + i * 24;
     out.push(`<line x1="${left + pw + 20}" x2="${left + pw + 50}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2.5"${dash}/>`);
     out.push(`<text x="${left + pw + 58}" y="${ly}" dominant-baseline="middle">${esc(s.label)}</text>`);
   });
+  if (offsets.some((o) => o !== 0))
+    out.push(`<text x="${left + pw + 20}" y="${top + 10 + series.length * 24 + 8}" fill="#666" font-size="11">series with the same values are drawn 3 px apart</text>`);
   out.push('</svg>');
   return out.join('\n') + '\n';
 }

@@ -137,7 +137,7 @@ export function lyapunovGradient(q: Mat, l: ArrayLike<number>, g: ArrayLike<numb
 
 /**
  * The backward of an eigen-based method for given eigenpairs (Q, l) and coefficient matrix F
- * (F_ij = the coefficient of u_i in du_j), as the README states it:
+ * (F_ij = the coefficient of u_i in du_j), as docs/methods.md states it:
  *   dA = Q [ sym(F o (Q^T dL/dQ)) + diag(M_ii / 2 sqrt l_i) ] Q^T,  (Q^T dL/dQ)_ij = 2 M_ij sqrt l_j,
  * M = Q^T G Q. Evaluated here with exact eigenpairs, it isolates what F does to the gradient from
  * what the eigendecomposition's rounding does.

@@ -329,7 +329,7 @@ export function padeReport(res: PadeResult, command = 'pade'): Report {
       'r = λsmall/λbig, where series(r) approximates 1/(1 − r); with λbig = 1 the series *is* K. ' +
       `The coefficients are the library's, \`padeCoefficients('geometric', ${res.L})\`: ` +
       `p_k = 1 − k/${res.L}, q_0 = 1, q_j = −1/${res.L}, for which P(r)(1 − r) = Q(r) holds identically — ` +
-      'in exact arithmetic the approximant *is* 1/(1 − r), pole included (README, "svd-pade\'s coefficients").\n',
+      'in exact arithmetic the approximant *is* 1/(1 − r), pole included (docs/methods.md, "svd-pade\'s coefficients").\n',
   );
   md.push(
     `**Library K** is \`backwardCoefficientsSync\` on the spectrum [r, 1, 2], entry (0, 1), before replacement; ` +

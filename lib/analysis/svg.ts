@@ -151,11 +151,109 @@ function makeAxis(values: number[], log: boolean, domain?: [number, number]): Ax
   return { log, lo: a, hi: b, ticks };
 }
 
+type Px = (v: number) => number;
+
+/**
+ * Vertical pixel offsets that keep coinciding series apart: two series coincide when they share at
+ * least two x values and at half or more of them their points lie within `tolerancePx` (1 px: one
+ * line to the eye). Each group of
+ * coinciding series (transitively) is spread symmetrically, `step` px between neighbours, in the
+ * order the series are given; every other series keeps offset 0.
+ */
+export function coincidenceOffsets(series: readonly Series[], px: Px, py: Px, xLog: boolean, yLog: boolean, step: number, tolerancePx = 1): number[] {
+  const at = series.map((s) => {
+    const m = new Map<number, number>();
+    for (const [x, y] of s.points) if (usable(x, xLog) && usable(y, yLog)) m.set(Math.round(px(x) * 10) / 10, py(y));
+    return m;
+  });
+  const parent = series.map((_, i) => i);
+  const find = (i: number): number => (parent[i] === i ? i : (parent[i] = find(parent[i])));
+  for (let a = 0; a < series.length; a++)
+    for (let b = a + 1; b < series.length; b++) {
+      let shared = 0, close = 0;
+      for (const [x, y] of at[a]) {
+        const yb = at[b].get(x);
+        if (yb === undefined) continue;
+        shared++;
+        if (Math.abs(y - yb) <= tolerancePx) close++;
+      }
+      if (shared >= 2 && close * 2 >= shared) parent[find(b)] = find(a);
+    }
+  const groups = new Map<number, number[]>();
+  series.forEach((_, i) => groups.set(find(i), [...(groups.get(find(i)) ?? []), i]));
+  const offsets = series.map(() => 0);
+  for (const members of groups.values()) members.forEach((i, k) => (offsets[i] = (k - (members.length - 1) / 2) * step));
+  return offsets;
+}
+
+/** Pixel samples of what the series draw (markers, and every 3 px along lines): what a label must not cover. */
+function seriesSamples(series: readonly Series[], offsets: number[], px: Px, py: Px, inside: (x: number, y: number) => boolean, xLog: boolean, yLog: boolean): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  series.forEach((s, k) => {
+    const mode = s.mode ?? 'line';
+    let prev: [number, number] | undefined;
+    for (const [x, y] of s.points) {
+      if (!usable(x, xLog) || !usable(y, yLog)) {
+        prev = undefined;
+        continue;
+      }
+      const p: [number, number] = [px(x), py(y) + offsets[k]];
+      if (mode !== 'line' && inside(x, y)) out.push(p);
+      if (mode !== 'points' && prev) {
+        const n = Math.min(400, Math.ceil(Math.hypot(p[0] - prev[0], p[1] - prev[1]) / 3));
+        for (let i = 1; i <= n; i++) out.push([prev[0] + ((p[0] - prev[0]) * i) / n, prev[1] + ((p[1] - prev[1]) * i) / n]);
+      }
+      prev = p;
+    }
+  });
+  return out;
+}
+
+/**
+ * Where a reference line's label goes: beside a point of the line (tried every 12 px along it, on
+ * each side), inside the plot area, covering as few data samples — and as little of its own line —
+ * as possible; ties go to the spot farthest from any data. Text is taken as 6.2 px a character,
+ * 11 px high.
+ */
+export function placeLabel(
+  label: string,
+  path: ReadonlyArray<readonly [number, number]>,
+  obstacles: ReadonlyArray<readonly [number, number]>,
+  area: { left: number; top: number; right: number; bottom: number },
+): { x: number; y: number; anchor: 'start' | 'end' } | undefined {
+  const w = 6.2 * [...label].length, h = 11;
+  const own: Array<[number, number]> = [];
+  for (let i = 1; i < path.length; i++) {
+    const [x0, y0] = path[i - 1], [x1, y1] = path[i];
+    const n = Math.max(1, Math.min(400, Math.ceil(Math.hypot(x1 - x0, y1 - y0) / 3)));
+    for (let j = 0; j <= n; j++) own.push([x0 + ((x1 - x0) * j) / n, y0 + ((y1 - y0) * j) / n]);
+  }
+  const anchors = own.filter((_, i) => i % 4 === 0).filter(([x, y]) => x >= area.left && x <= area.right && y >= area.top && y <= area.bottom);
+  let best: { x: number; y: number; anchor: 'start' | 'end'; score: number; clear: number } | undefined;
+  for (const [ax, ay] of anchors)
+    for (const [dx, anchor] of [[-4, 'end'], [4, 'start']] as const)
+      for (const base of [ay - 5, ay + h + 3]) {
+        const x0 = anchor === 'end' ? ax + dx - w : ax + dx;
+        const box = { l: x0 - 2, r: x0 + w + 2, t: base - h - 1, b: base + 3 };
+        if (box.l < area.left || box.r > area.right || box.t < area.top || box.b > area.bottom) continue;
+        const hit = (p: readonly [number, number]) => p[0] >= box.l && p[0] <= box.r && p[1] >= box.t && p[1] <= box.b;
+        const score = obstacles.filter(hit).length + 0.25 * own.filter(hit).length;
+        let clear = Infinity;
+        const cx = (box.l + box.r) / 2, cy = (box.t + box.b) / 2;
+        for (const [ox, oy] of obstacles) clear = Math.min(clear, Math.max(Math.abs(ox - cx) - (box.r - box.l) / 2, Math.abs(oy - cy) - (box.b - box.t) / 2));
+        if (!best || score < best.score || (score === best.score && clear > best.clear)) best = { x: ax + dx, y: base, anchor, score, clear };
+      }
+  return best && { x: best.x, y: best.y, anchor: best.anchor };
+}
+
 /** Renders the plot as an SVG document string. */
 export function svgPlot(spec: PlotSpec): string {
-  const W = spec.width ?? 760;
+  // The legend's column is as wide as its longest name needs (about 6.6 px a character at 12 px).
+  const longest = Math.max(0, ...spec.series.map((s) => s.name.length));
+  const right = Math.max(190, Math.ceil(48 + 6.6 * longest));
+  const W = spec.width ?? 570 + right;
   const H = spec.height ?? 440;
-  const left = 72, right = 190, top = 40, bottom = 52;
+  const left = 72, top = 40, bottom = 52;
   const pw = W - left - right, ph = H - top - bottom;
   const xLog = !!spec.xLog, yLog = !!spec.yLog;
 
@@ -217,32 +315,30 @@ export function svgPlot(spec: PlotSpec): string {
   out.push(`<text x="${c(left + pw / 2)}" y="${H - 8}" text-anchor="middle">${escapeXml(spec.xLabel)}</text>`);
   out.push(`<text x="16" y="${c(top + ph / 2)}" text-anchor="middle" transform="rotate(-90 16 ${c(top + ph / 2)})">${escapeXml(spec.yLabel)}</text>`);
 
-  // reference lines (clipped to the plot area)
+  // Series that coincide on the page (most shared points within 1 px: one line to the eye) are drawn
+  // 3 px apart, so that each one's line and markers show beside the others instead of under them.
+  const offsets = coincidenceOffsets(spec.series, px, py, xLog, yLog, 3);
+  const shifted = offsets.some((o) => o !== 0);
+
+  // reference lines (clipped to the plot area); each label where it covers the fewest data
   out.push(`<clipPath id="plot-area"><rect x="${left}" y="${top}" width="${pw}" height="${ph}"/></clipPath>`);
+  const obstacles = seriesSamples(spec.series, offsets, px, py, inside, xLog, yLog);
+  const area = { left, top, right: left + pw, bottom: top + ph };
   for (const r of spec.refLines ?? []) {
-    let d = '';
-    let lx = left + pw - 4, ly = top + 12;
-    if (r.y !== undefined && usable(r.y, yLog)) {
-      ly = py(r.y);
-      d = `M${left} ${c(ly)}H${left + pw}`;
-      ly -= 4;
-    } else if (r.x !== undefined && usable(r.x, xLog)) {
-      lx = px(r.x);
-      d = `M${c(lx)} ${top}V${top + ph}`;
-      lx -= 4;
-    } else if (r.points) {
-      const pts = r.points.filter(([x, y]) => usable(x, xLog) && usable(y, yLog));
-      d = pts.map(([x, y], i) => `${i ? 'L' : 'M'}${c(px(x))} ${c(py(y))}`).join('');
-      const vis = pts.filter(([x, y]) => inside(x, y));
-      if (vis.length) [lx, ly] = [px(vis[vis.length - 1][0]) - 4, py(vis[vis.length - 1][1]) - 6];
-    }
-    if (!d) continue;
+    let path: Array<[number, number]> = [];
+    if (r.y !== undefined && usable(r.y, yLog)) path = [[left, py(r.y)], [left + pw, py(r.y)]];
+    else if (r.x !== undefined && usable(r.x, xLog)) path = [[px(r.x), top], [px(r.x), top + ph]];
+    else if (r.points) path = r.points.filter(([x, y]) => usable(x, xLog) && usable(y, yLog)).map(([x, y]) => [px(x), py(y)] as [number, number]);
+    if (path.length < 2) continue;
+    const d = path.map(([x, y], i) => `${i ? 'L' : 'M'}${c(x)} ${c(y)}`).join('');
     out.push(`<g class="reference" clip-path="url(#plot-area)"><path d="${d}" fill="none" stroke="#888888" stroke-width="1" stroke-dasharray="6,4"/></g>`);
-    out.push(`<text x="${c(Math.max(left + 4, Math.min(lx, left + pw - 4)))}" y="${c(Math.max(top + 10, Math.min(ly, top + ph - 4)))}" text-anchor="end" fill="#666666" font-size="11">${escapeXml(r.label)}</text>`);
+    const at = placeLabel(r.label, path, obstacles, area);
+    if (at) out.push(`<text class="reference-label" x="${c(at.x)}" y="${c(at.y)}" text-anchor="${at.anchor}" fill="#666666" font-size="11">${escapeXml(r.label)}</text>`);
   }
 
   // series
   spec.series.forEach((s, k) => {
+    const dy = offsets[k];
     const color = s.color ?? PALETTE[k % PALETTE.length];
     const mode = s.mode ?? 'line';
     out.push(`<g class="series" data-name="${escapeXml(s.name)}" clip-path="url(#plot-area)">`);
@@ -255,7 +351,7 @@ export function svgPlot(spec: PlotSpec): string {
           pen = false;
           continue;
         }
-        d += `${pen ? 'L' : 'M'}${c(px(x))} ${c(py(y))}`;
+        d += `${pen ? 'L' : 'M'}${c(px(x))} ${c(py(y) + dy)}`;
         pen = true;
       }
       const dash = dashOf(s, k);
@@ -263,7 +359,7 @@ export function svgPlot(spec: PlotSpec): string {
     }
     if (mode !== 'line') {
       const shape = MARKERS[k % MARKERS.length];
-      for (const [x, y] of s.points) if (inside(x, y)) out.push(marker(shape, px(x), py(y), 3.2, color));
+      for (const [x, y] of s.points) if (inside(x, y)) out.push(marker(shape, px(x), py(y) + dy, 3.2, color));
     }
     out.push('</g>');
   });
@@ -281,6 +377,11 @@ export function svgPlot(spec: PlotSpec): string {
     if (mode !== 'line') out.push(marker(MARKERS[k % MARKERS.length], x + 11, y, 3.5, color));
     out.push(`<text x="${x + 28}" y="${y + 4}">${escapeXml(s.name)}</text>`);
   });
+  if (shifted) {
+    const y = top + 10 + spec.series.length * 17 + 6;
+    out.push(`<text class="offset-note" x="${left + pw + 14}" y="${y}" fill="#666666" font-size="10">coinciding series are drawn</text>`);
+    out.push(`<text class="offset-note" x="${left + pw + 14}" y="${y + 12}" fill="#666666" font-size="10">3 px apart to stay visible</text>`);
+  }
   out.push('</g>');
   out.push('</svg>');
   return out.join('\n') + '\n';

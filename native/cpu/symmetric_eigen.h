@@ -16,7 +16,7 @@
 //  - the back-transformation applies blocks of reflectors with GEMMs (backTransformBlocked) in
 //    place of ?ormtr.
 // Per matrix, one core (bench/native/kernels.cpp, which times each stage against LAPACK's):
-// see the README's profile.
+// see docs/speed-cpu.md's profile.
 //
 // Matrices outside LAPACK's safe range (max |a_ij| below sqrt(safmin/eps) or above its reciprocal,
 // about 1e-146 and 1e146 in float64) take ?syevd itself, which rescales them first; the same

@@ -13,13 +13,14 @@
 // 39 against 117 at n = 64.
 //
 // The rest is LAPACK's: the tree of rank-one tears (as ?laed0 builds it; its leaves of at most 25
-// rows solved four at a time by the SIMD-lane QL iteration of tridiagonal_batched.h, or by
-// ?steqr), the deflation of each merge (?laed2, called as is), the merged order (?lamrg), the root
-// nearest the top of each spectrum and any root the vector iteration leaves unconverged (?laed4).
-// Merges with fewer than kVectorRootsMin roots go to ?laed3 itself. The iteration follows ?laed4
-// for the interior roots: the pole nearest the root is the origin (so distances to it keep full
-// relative accuracy); each step solves the rational model that keeps that pole's term exact and
-// gathers all other terms into one pole at the interval's other end; a step leaving the bracket
+// rows solved four at a time by the SIMD-lane QL iteration of tridiagonal_batched.h, or by ?steqr),
+// the deflation of each merge (?laed2, called as is), the merged order (?lamrg, then sorted where
+// ?laed2's rotations left neighbours a few ulps out of order, as ?stedc's final sort does), the
+// root nearest the top of each spectrum and any root the vector iteration leaves unconverged
+// (?laed4). Merges with fewer than kVectorRootsMin roots go to ?laed3 itself. The iteration follows
+// ?laed4 for the interior roots: the pole nearest the root is the origin (so distances to it keep
+// full relative accuracy); each step solves the rational model that keeps that pole's term exact
+// and gathers all other terms into one pole at the interval's other end; a step leaving the bracket
 // that the signs of f have narrowed is replaced by bisection; a root has converged when |f| is
 // within eps of a bound on f's rounding error (?laed4's form of test) or when its step no longer
 // changes it. The eigenvectors follow Gu and Eisenstat (the updating vector recomputed from the
@@ -313,6 +314,21 @@ inline lapack_int solveMerge(int k, int n, int n1, double* d, double* q, int ldq
   return 0;
 }
 
+// Makes the permutation indxq (1-based) sort d ascending, moving only indices (the eigenvectors
+// follow through it). ?lamrg's merge assumes both of its lists sorted, but ?laed2's deflation
+// rotations (close pairs) change the deflated values by a few ulps after they were ordered, so on
+// tightly clustered spectra neighbours come out swapped; ?stedc fixes the same thing with a sort at
+// its very end. Insertion sort: one pass when the order is already right (the usual case).
+inline void sortPermutation(int n, const double* d, lapack_int* indxq) {
+  for (int i = 1; i < n; ++i) {
+    const lapack_int v = indxq[i];
+    const double key = d[v - 1];
+    int j = i;
+    for (; j > 0 && d[indxq[j - 1] - 1] > key; --j) indxq[j] = indxq[j - 1];
+    indxq[j] = v;
+  }
+}
+
 // ?laed1's job: merges the eigensystems of the two halves (sizes cut and n - cut, torn apart by
 // rho) held in d and the diagonal blocks of q; indxq (1-based) sorts each half on entry and the
 // whole on exit. Returns LAPACK's info.
@@ -327,6 +343,7 @@ inline lapack_int merge(int n, double* d, double* q, int ldq, lapack_int* indxq,
   if (info != 0) return info;
   if (k == 0) {
     for (int i = 0; i < n; ++i) indxq[i] = i + 1;
+    sortPermutation(n, d, indxq);
     return 0;
   }
   if (k < kVectorRootsMin) {
@@ -339,6 +356,7 @@ inline lapack_int merge(int n, double* d, double* q, int ldq, lapack_int* indxq,
   if (info != 0) return info;
   const lapack_int rest = n - k, up = 1, down = -1;
   dlamrg_(&k, &rest, d, &up, &down, indxq);
+  sortPermutation(n, d, indxq);
   return 0;
 }
 
