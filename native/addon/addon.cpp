@@ -202,10 +202,41 @@ std::string deviceOption(const Napi::CallbackInfo& info, std::size_t index) {
   return v.As<Napi::String>().Utf8Value();
 }
 
-// The ops without a backward state run on the CPU backend.
-Backend& backend() { return cpuBackend(); }
+// The backend of an op whose inputs are `buffers`: the CPU for host arrays, else the device they are
+// all on (device-resident tensors; a mix of devices, or of a device and the host, is an error).
+Backend& backendOf(std::initializer_list<const Buffer*> buffers) {
+  int device = -1;
+  bool host = false;
+  for (const Buffer* b : buffers) {
+    if (!b->onDevice()) {
+      host = true;
+      continue;
+    }
+    const int d = b->storage()->device();
+    if (device >= 0 && d != device)
+      fail("the inputs are on different devices (cuda:" + std::to_string(device) + " and cuda:" + std::to_string(d) + "): move them to one");
+    device = d;
+  }
+  if (device < 0) return cpuBackend();
+  if (host) fail("some inputs are on cuda:" + std::to_string(device) + " and some on the host: move them to one device");
+#ifdef COVPOOL_WITH_CUDA
+  return cudaBackend(device);
+#else
+  fail("internal: a device tensor reached a binary without the CUDA backend");
+#endif
+}
 
-Napi::Object forwardResult(Napi::Env env, const Buffer& out, std::shared_ptr<State> st) {
+// A forward's input must live where the forward runs: a device tensor on that very device (host
+// arrays go to any device: they are copied there).
+void requireOn(const Backend& be, const Buffer& input, const char* what) {
+  if (!input.onDevice()) return;
+  const std::string there = "cuda:" + std::to_string(input.storage()->device());
+  if (there != be.name())
+    fail(std::string(what) + " are on " + there + " but the call runs on " + be.name() + ": move them with .to('" + be.name() +
+         "'), or run the call on " + there);
+}
+
+Napi::Object forwardResult(Napi::Env env, Buffer& out, std::shared_ptr<State> st) {
   Napi::Object r = Napi::Object::New(env);
   r.Set("output", toTypedArray(env, out));
   r.Set("state", wrapState(env, std::move(st)));
@@ -278,6 +309,13 @@ double itemScratchElements(const SqrtmOptions& o, double C, double N) {
 // checked after the rounding to the output dtype, since a finite float64 value can overflow float32.
 void requireFinite(const Buffer& out, std::size_t items, const std::string& what) {
   if (!items || !out.size()) return;
+  if (out.onDevice()) {  // checked where it is (one status word per item comes back)
+    const long b = backendOf({&out}).firstNonFiniteItem(out, items);
+    if (b >= 0)
+      fail("batch item " + std::to_string(b) + ": " + what + " is not finite in " + dtypeName(out.dtype()) +
+           " (it overflowed or the computation broke down; the input is out of the range this op can represent)");
+    return;
+  }
   const std::size_t per = out.size() / items;
   dispatchDType(out.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -305,7 +343,7 @@ Napi::Value Covpool(const Napi::CallbackInfo& info) {
     auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", nx));
     auto out = std::make_shared<Buffer>();
     return Task{[=] {
-                  *out = backend().covpool(*x, d);
+                  *out = backendOf({x.get()}).covpool(*x, d);
                   requireFinite(*out, B, "the covariance");
                 },
                 [=](Napi::Env e) { return toTypedArray(e, *out); }};
@@ -325,7 +363,7 @@ Napi::Value CovpoolBackward(const Napi::CallbackInfo& info) {
     auto g = std::make_shared<Buffer>(bufferArg(info, 1, "covariance gradient", nA, x->dtype()));
     auto out = std::make_shared<Buffer>();
     return Task{[=] {
-                  *out = backend().covpoolBackward(*x, *g, d);
+                  *out = backendOf({x.get(), g.get()}).covpoolBackward(*x, *g, d);
                   requireFinite(*out, B, "the gradient w.r.t. the features");
                 },
                 [=](Napi::Env e) { return toTypedArray(e, *out); }};
@@ -343,7 +381,7 @@ Napi::Value Triuvec(const Napi::CallbackInfo& info) {
     auto s = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", n));
     auto out = std::make_shared<Buffer>();
     return Task{[=] {
-                  *out = backend().triuvec(*s, B, C);
+                  *out = backendOf({s.get()}).triuvec(*s, B, C);
                   requireFinite(*out, B, "the upper triangle");
                 },
                 [=](Napi::Env e) { return toTypedArray(e, *out); }};
@@ -358,7 +396,7 @@ Napi::Value TriuvecBackward(const Napi::CallbackInfo& info) {
     requireIndexable(C);
     auto dy = std::make_shared<Buffer>(bufferArg(info, 0, "gradient", n));
     auto out = std::make_shared<Buffer>();
-    return Task{[=] { *out = backend().triuvecBackward(*dy, B, C); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+    return Task{[=] { *out = backendOf({dy.get()}).triuvecBackward(*dy, B, C); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
 }
 
@@ -374,7 +412,7 @@ Napi::Value Eigh(const Napi::CallbackInfo& info) {
     auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", n));
     auto vals = std::make_shared<Buffer>(), vecs = std::make_shared<Buffer>();
     return Task{[=] {
-                  backend().eigh(*a, B, C, *vals, *vecs);
+                  backendOf({a.get()}).eigh(*a, B, C, *vals, *vecs);
                   requireFinite(*vals, B, "the eigenvalues");
                   requireFinite(*vecs, B, "the eigenvectors");
                 },
@@ -405,11 +443,15 @@ Napi::Value Sqrtm(const Napi::CallbackInfo& info) {
     requireIndexable(C);
     auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", n));
     Backend* be = &backendFor(deviceOption(info, 3));
-    if (B == 0) be = &cpuBackend();  // an empty batch needs no device
+    if (B == 0 && !a->onDevice()) be = &cpuBackend();  // an empty batch of host arrays needs no device
+    requireOn(*be, *a, "the matrices");
     auto out = std::make_shared<Buffer>();
     auto st = std::make_shared<std::shared_ptr<State>>();
     return Task{[=] {
-                  if (o.checkPsd) cpu::requirePositiveSemidefinite(*a, B, C, methodName(o.method));
+                  if (o.checkPsd) {  // on the host: a device tensor is checked through a copy
+                    if (a->onDevice()) cpu::requirePositiveSemidefinite(be->toHost(*a), B, C, methodName(o.method));
+                    else cpu::requirePositiveSemidefinite(*a, B, C, methodName(o.method));
+                  }
                   *st = be->sqrtm(*a, B, C, o, *out);
                   (*st)->backend = be;
                   requireFinite(*out, B, std::string(methodName(o.method)) + "'s square root");
@@ -433,7 +475,8 @@ Napi::Value Layer(const Napi::CallbackInfo& info) {
     requireIndexable(C);
     auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", nx));
     Backend* be = &backendFor(deviceOption(info, 4));
-    if (d.B == 0) be = &cpuBackend();  // an empty batch needs no device
+    if (d.B == 0 && !x->onDevice()) be = &cpuBackend();  // an empty batch of host arrays needs no device
+    requireOn(*be, *x, "the features");
     const bool transpose = d.channelsLast && !be->channelsLastFeatures();
     if (transpose) {
       *x = transposeFeatures(*x, d.B, d.N, d.C);
@@ -466,6 +509,7 @@ Napi::Value Backward(const Napi::CallbackInfo& info) {
                  what);
     requireIndexable(C);
     auto dy = std::make_shared<Buffer>(bufferArg(info, 1, "output gradient", count, st->dtype));
+    requireOn(*st->backend, *dy, "the output gradients");
     if (boolArg(info, 2, "release")) disposeStateArg(info, 0);
     auto out = std::make_shared<Buffer>();
     return Task{[=] {
@@ -490,7 +534,7 @@ Napi::Value Coefficients(const Napi::CallbackInfo& info) {
     const bool replace = boolArg(info, 4, "replace");
     auto out = std::make_shared<Buffer>();
     return Task{[=] {
-                  *out = backend().coefficients(*l, B, C, o, replace);
+                  *out = backendOf({l.get()}).coefficients(*l, B, C, o, replace);
                   // Before replacement, non-finite entries are the point of the call; after it, an
                   // error (e.g. svd-lyap's 1/(sqrt l_i + sqrt l_j) of a negative eigenvalue).
                   if (replace) requireFinite(*out, B, "the coefficient matrix");
@@ -685,7 +729,7 @@ Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
-  r.Set("backend", backend().name());
+  r.Set("backend", cpuBackend().name());
   r.Set("cuda", kCudaBuilt);
   r.Set("cudaDevices", cudaDeviceCount());
   if (kCudaBuilt) r.Set("cudaReason", cudaUnavailableReason());
@@ -714,6 +758,46 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   for (const auto& m : methodTable()) methods.Set(i++, m.name);
   r.Set("methods", methods);
   return r;
+}
+
+// ---- device-resident tensors ------------------------------------------------------------------------
+
+// toDevice(array, device, [control], async) -> a device tensor handle holding a copy of the array.
+Napi::Value ToDevice(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    if (info.Length() < 2 || !info[1].IsString()) failType("toDevice: the device must be a string");
+    const std::string device = info[1].As<Napi::String>().Utf8Value();
+    Backend* be = &backendFor(device);
+    if (be == &cpuBackend()) failRange("toDevice: '" + device + "' is not a device; tensors on the CPU are plain arrays");
+    if (!info[0].IsTypedArray()) failType("toDevice: the data must be a Float32Array or Float64Array");
+    const std::size_t n = info[0].As<Napi::TypedArray>().ElementLength();
+    requireBytes(double(n) * dtypeSize(dtypeArg(info, 0)), "a copy of " + std::to_string(n) + " elements to " + device);
+    auto host = std::make_shared<Buffer>(bufferArg(info, 0, "the data", n));
+    auto out = std::make_shared<Buffer>();
+    return Task{[=] { *out = be->toDevice(*host); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+  });
+}
+
+// toHost(handle, [control], async) -> a Float32Array/Float64Array copy of a device tensor.
+Napi::Value ToHost(const Napi::CallbackInfo& info) {
+  return submit(info, asyncFlag(info), [&] {
+    auto d = std::make_shared<Buffer>(deviceTensorArg(info, 0, "toHost"));
+    requireBytes(double(d->byteSize()), "a copy of " + std::to_string(d->size()) + " elements to the host");
+    Backend* be = &backendOf({d.get()});
+    auto out = std::make_shared<Buffer>();
+    return Task{[=] { *out = be->toHost(*d); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+  });
+}
+
+// disposeDevice(handle): frees a device tensor's memory now (a call still using it keeps its own hold).
+Napi::Value DisposeDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    disposeDeviceTensorArg(info, 0);
+    return env.Undefined();
+  } catch (const std::exception& e) {
+    throw jsError(env, e.what());
+  }
 }
 
 #ifdef COVPOOL_CUDA_EMULATED
@@ -759,6 +843,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("maxBytes", Napi::Function::New(env, MaxBytes));
   exports.Set("sweepStates", Napi::Function::New(env, SweepStates));
   exports.Set("preloadLibrary", Napi::Function::New(env, PreloadLibrary));
+  exports.Set("toDevice", Napi::Function::New(env, ToDevice));
+  exports.Set("toHost", Napi::Function::New(env, ToHost));
+  exports.Set("disposeDevice", Napi::Function::New(env, DisposeDevice));
 #ifdef COVPOOL_CUDA_EMULATED
   exports.Set("emulatorSetEnv", Napi::Function::New(env, EmulatorSetEnv));
 #endif

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "states.h"
+
 namespace covpool::addon {
 
 namespace {
@@ -11,6 +13,15 @@ namespace {
 }  // namespace
 
 Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* what, std::size_t count) {
+  if (index < info.Length() && isDeviceTensor(info[index])) {
+    Buffer b = deviceTensorArg(info, index, what);
+    if (b.size() != count) {
+      std::ostringstream os;
+      os << what << " holds " << b.size() << " elements but its shape needs " << count;
+      throw CovpoolError("RangeError: " + os.str());
+    }
+    return b;
+  }
   if (index >= info.Length() || !info[index].IsTypedArray()) typeError(std::string(what) + " must be a Float32Array or Float64Array");
   // Raw N-API rather than Napi::TypedArray::ArrayBuffer(), which fails on SharedArrayBuffer views.
   napi_env env = info.Env();
@@ -37,6 +48,13 @@ Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* 
 }
 
 DType dtypeArg(const Napi::CallbackInfo& info, std::size_t index) {
+  if (index < info.Length() && isDeviceTensor(info[index])) {
+    try {
+      return deviceTensorArg(info, index, "tensor").dtype();
+    } catch (const CovpoolError&) {
+      return DType::F64;  // disposed: bufferArg reports it
+    }
+  }
   if (index >= info.Length() || !info[index].IsTypedArray()) return DType::F64;
   return info[index].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array ? DType::F32 : DType::F64;
 }
@@ -146,7 +164,8 @@ Napi::Object optionsToJs(Napi::Env env, const SqrtmOptions& o) {
   return r;
 }
 
-Napi::Value toTypedArray(Napi::Env env, const Buffer& b) {
+Napi::Value toTypedArray(Napi::Env env, Buffer& b) {
+  if (b.onDevice()) return wrapDeviceTensor(env, std::move(b));
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, b.byteSize());
   if (b.byteSize()) std::memcpy(ab.Data(), b.raw(), b.byteSize());
   if (b.dtype() == DType::F32) return Napi::Float32Array::New(env, b.size(), ab, 0);

@@ -11,7 +11,8 @@
 
 namespace covpool::addon {
 
-// Copies a Float32Array/Float64Array argument holding exactly `count` elements into a Buffer.
+// Copies a Float32Array/Float64Array argument holding exactly `count` elements into a Buffer; a
+// device tensor handle gives a device Buffer sharing its memory (no copy).
 Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* what, std::size_t count);
 // Same, but the dtype must be `dtype`.
 Buffer bufferArg(const Napi::CallbackInfo& info, std::size_t index, const char* what, std::size_t count, DType dtype);
@@ -28,7 +29,8 @@ bool boolArg(const Napi::CallbackInfo& info, std::size_t index, const char* what
 RawOptions optionsArg(const Napi::CallbackInfo& info, std::size_t index);
 Napi::Object optionsToJs(Napi::Env env, const SqrtmOptions& o);
 
-// A new Float32Array/Float64Array holding a copy of the buffer.
-Napi::Value toTypedArray(Napi::Env env, const Buffer& b);
+// A new Float32Array/Float64Array holding a copy of the buffer; for a device buffer, a device tensor
+// handle that takes its memory over.
+Napi::Value toTypedArray(Napi::Env env, Buffer& b);
 
 }  // namespace covpool::addon

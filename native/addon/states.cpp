@@ -13,13 +13,20 @@ namespace covpool::addon {
 namespace {
 
 const napi_type_tag kStateTag = {0x636f76706f6f6c31ULL, 0x7374617465000001ULL};
+const napi_type_tag kTensorTag = {0x636f76706f6f6c31ULL, 0x74656e736f720001ULL};
 
+// One handle: a backward state, or the device memory of a device-resident tensor. Both live and
+// die by the same rules (below); only states count in liveStates().
 struct StateHolder {
   std::uint64_t id = 0;          // the handle's read-only `id`
   std::shared_ptr<State> state;  // null once freed
+  std::shared_ptr<DeviceStorage> storage;  // a device tensor's memory instead (null once freed)
+  DType dtype = DType::F32;      // the device tensor's element type and count
+  std::size_t count = 0;
   std::size_t bytes = 0;         // what was reported to V8 and counted as live
   napi_env env = nullptr;
   napi_ref weak = nullptr;       // refcount 0: the GC clears it the moment the handle dies
+  bool alive() const { return state || storage; }
 };
 
 struct EnvBook {
@@ -41,17 +48,20 @@ Registry& registry() {
 }
 std::atomic<std::size_t> gLiveCount{0}, gLiveBytes{0};
 
-// Frees the state's memory; `adjust` tells V8 the external memory is gone (not during teardown).
+// Frees the handle's memory; `adjust` tells V8 the external memory is gone (not during teardown).
 void release(StateHolder* h, bool adjust) {
-  if (!h->state) return;
+  if (!h->alive()) return;
   if (adjust && h->bytes) {
     int64_t ignored = 0;
     napi_adjust_external_memory(h->env, -static_cast<int64_t>(h->bytes), &ignored);
   }
-  gLiveCount--;
-  gLiveBytes -= h->bytes;
+  if (h->state) {
+    gLiveCount--;
+    gLiveBytes -= h->bytes;
+  }
   h->bytes = 0;
   h->state.reset();
+  h->storage.reset();
 }
 
 // Frees the states of `env` whose JS handles the garbage collector has collected, and their
@@ -123,11 +133,12 @@ void onTeardown(void* arg) {
   }
 }
 
-StateHolder* holderAt(const Napi::CallbackInfo& info, std::size_t index) {
+StateHolder* holderAt(const Napi::CallbackInfo& info, std::size_t index, const napi_type_tag* tag = &kStateTag) {
+  const bool tensor = tag == &kTensorTag;
   if (index >= info.Length() || !info[index].IsObject())
-    throw CovpoolError("TypeError: state must be the state object returned by a forward call");
+    throw CovpoolError(tensor ? "TypeError: expected a device tensor handle" : "TypeError: state must be the state object returned by a forward call");
   Napi::Object o = info[index].As<Napi::Object>();
-  if (!o.CheckTypeTag(&kStateTag)) throw CovpoolError("TypeError: state is not a covpool state");
+  if (!o.CheckTypeTag(tag)) throw CovpoolError(tensor ? "TypeError: not a covpool device tensor" : "TypeError: state is not a covpool state");
   const Napi::Value id = o.Get("id");  // read-only, set natively with the tag
   if (!id.IsNumber()) throw CovpoolError("TypeError: state is not a covpool state");
   Registry& r = registry();
@@ -142,11 +153,9 @@ StateHolder* holderAt(const Napi::CallbackInfo& info, std::size_t index) {
 
 void initStates(Napi::Env env) { napi_add_env_cleanup_hook(env, onTeardown, static_cast<napi_env>(env)); }
 
-Napi::Value wrapState(Napi::Env env, std::shared_ptr<State> st) {
-  maybeSweep(env, st->bytes());
-  auto holder = std::make_unique<StateHolder>();
-  holder->state = std::move(st);
-  holder->bytes = holder->state->bytes();
+namespace {
+// A new handle for the holder (its state or storage and bytes set), registered and reported to V8.
+Napi::Value wrap(Napi::Env env, std::unique_ptr<StateHolder> holder, const napi_type_tag* tag) {
   holder->env = env;
   {
     Registry& r = registry();
@@ -155,12 +164,14 @@ Napi::Value wrapState(Napi::Env env, std::shared_ptr<State> st) {
   }
   Napi::Object handle = Napi::Object::New(env);
   handle.DefineProperty(Napi::PropertyDescriptor::Value("id", Napi::Number::New(env, static_cast<double>(holder->id)), napi_enumerable));
-  handle.TypeTag(&kStateTag);
+  handle.TypeTag(tag);
   handle.Freeze();
-  if (napi_create_reference(env, handle, 0, &holder->weak) != napi_ok) throw CovpoolError("internal: cannot track the backward state");
+  if (napi_create_reference(env, handle, 0, &holder->weak) != napi_ok) throw CovpoolError("internal: cannot track the handle");
   StateHolder* h = holder.release();
-  gLiveCount++;
-  gLiveBytes += h->bytes;
+  if (h->state) {
+    gLiveCount++;
+    gLiveBytes += h->bytes;
+  }
   {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mu);
@@ -169,6 +180,35 @@ Napi::Value wrapState(Napi::Env env, std::shared_ptr<State> st) {
   if (h->bytes) Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(h->bytes));
   return handle;
 }
+}  // namespace
+
+Napi::Value wrapState(Napi::Env env, std::shared_ptr<State> st) {
+  maybeSweep(env, st->bytes());
+  auto holder = std::make_unique<StateHolder>();
+  holder->state = std::move(st);
+  holder->bytes = holder->state->bytes();
+  return wrap(env, std::move(holder), &kStateTag);
+}
+
+Napi::Value wrapDeviceTensor(Napi::Env env, Buffer&& b) {
+  maybeSweep(env, b.byteSize());
+  auto holder = std::make_unique<StateHolder>();
+  holder->storage = b.storage();
+  holder->dtype = b.dtype();
+  holder->count = b.size();
+  holder->bytes = b.byteSize();
+  return wrap(env, std::move(holder), &kTensorTag);
+}
+
+bool isDeviceTensor(const Napi::Value& v) { return v.IsObject() && v.As<Napi::Object>().CheckTypeTag(&kTensorTag); }
+
+Buffer deviceTensorArg(const Napi::CallbackInfo& info, std::size_t index, const char* what) {
+  StateHolder* h = holderAt(info, index, &kTensorTag);
+  if (!h->storage) throw CovpoolError(std::string(what) + ": the device tensor was disposed");
+  return Buffer::onDevice(h->dtype, h->count, h->storage);
+}
+
+void disposeDeviceTensorArg(const Napi::CallbackInfo& info, std::size_t index) { release(holderAt(info, index, &kTensorTag), true); }
 
 void sweepStates(Napi::Env env) { sweep(env); }
 

@@ -1,4 +1,5 @@
-// Backward states as JS values, and the rules that keep their native memory bounded:
+// Backward states (and device-resident tensors) as JS values, and the rules that keep their native
+// memory bounded:
 //  - a state is an External holding a shared_ptr<State>, type-tagged so no other external passes;
 //  - dispose (explicit, or by a backward that does not retain it) frees the memory at once;
 //  - a state the program dropped is freed by the next forward after the garbage collector found it
@@ -29,6 +30,14 @@ std::shared_ptr<State> stateArg(const Napi::CallbackInfo& info, std::size_t inde
 
 // Frees a state's native memory now (a backward still running holds its own reference).
 void disposeStateArg(const Napi::CallbackInfo& info, std::size_t index);
+
+// Device-resident tensors are handles of the same kind (another type tag): freed by dispose, or by a
+// sweep once the garbage collector has collected the handle, or at teardown.
+Napi::Value wrapDeviceTensor(Napi::Env env, Buffer&& deviceBuffer);
+bool isDeviceTensor(const Napi::Value& v);
+// The tensor's device buffer (it shares the memory); throws when it was disposed.
+Buffer deviceTensorArg(const Napi::CallbackInfo& info, std::size_t index, const char* what);
+void disposeDeviceTensorArg(const Napi::CallbackInfo& info, std::size_t index);
 
 // {disposed, state (or null)} for the state at `index`.
 struct StateLookup {

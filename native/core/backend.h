@@ -83,6 +83,16 @@ class Backend {
   // Backward of either: returns dA for sqrtm states, dX for layer states.
   virtual Buffer backward(const State& st, const Buffer& dOut) = 0;
 
+  // Device-resident tensors, for backends with a device (the CPU backend has none). Every op above
+  // takes device buffers (Buffer::onDevice) of this backend's device as well as host ones, and
+  // returns its results where its first input was: on the device, or on the host.
+  // A copy of host data on this backend's device, and of a device buffer's data on the host.
+  virtual Buffer toDevice(const Buffer& host);
+  virtual Buffer toHost(const Buffer& device);
+  // The lowest of `items` equal parts of a device buffer holding a NaN or an infinity, or -1
+  // (the addon's finiteness check of results, where the results are).
+  virtual long firstNonFiniteItem(const Buffer& device, std::size_t items);
+
   // Analysis: the backward coefficient matrix F [B, C, C] (F_ij = coefficient of u_i in du_j, or
   // C_ij = 1/(sqrt l_i + sqrt l_j) for svd-lyap) that an eigen-based method builds from the given
   // ascending eigenvalues [B, C] (float64), before or after the non-finite replacement.
@@ -90,5 +100,13 @@ class Backend {
 };
 
 Backend& cpuBackend();
+
+// Defaults for backends without a device (the CPU backend): the addon never hands them device
+// buffers (it picks the backend by where the inputs live), so reaching these is a bug.
+inline Buffer Backend::toDevice(const Buffer&) { fail(std::string("the ") + name() + " backend keeps no tensors on a device"); }
+inline Buffer Backend::toHost(const Buffer&) { fail(std::string("the ") + name() + " backend keeps no tensors on a device"); }
+inline long Backend::firstNonFiniteItem(const Buffer&, std::size_t) {
+  fail(std::string("the ") + name() + " backend keeps no tensors on a device");
+}
 
 }  // namespace covpool

@@ -77,6 +77,9 @@ void checkSolver(cusolverStatus_t s, const char* call) {
 [[noreturn]] void failItem(std::size_t b, const std::string& what) {
   fail("batch item " + std::to_string(b) + ": " + what);
 }
+// The tail of the addon's message for a non-finite result (native/addon: requireFinite).
+constexpr const char* kOverflowAdvice =
+    " (it overflowed or the computation broke down; the input is out of the range this op can represent)";
 
 // ---- type-generic library wrappers -----------------------------------------------------------------
 
@@ -142,6 +145,14 @@ bool exactAllocation() {
   return v && std::strcmp(v, "1") == 0;
 }
 
+// Bytes of each of the two pinned staging blocks (COVPOOL_CUDA_STAGING_KB; default 8 MiB): a copy of
+// a host array goes through them in chunks of this size (DeviceContext::toDevice / toHost).
+std::size_t stagingChunkBytes() {
+  const char* v = std::getenv("COVPOOL_CUDA_STAGING_KB");
+  const long long kb = v && *v ? std::atoll(v) : 0;
+  return kb > 0 ? static_cast<std::size_t>(kb) << 10 : std::size_t(8) << 20;
+}
+
 // Everything one device needs. Created once per device and never destroyed: the CUDA runtime may
 // already be torn down when static destructors run at process exit, and destroying handles then
 // crashes; the driver reclaims all of it when the process ends.
@@ -192,11 +203,87 @@ struct DeviceContext {
   std::vector<unsigned char> hostWork;  // XsyevBatched's host workspace, kept between calls
 
   template <class T> DeviceArray<T> alloc(std::size_t count) { return DeviceArray<T>(cache, count); }
-  void toDevice(void* dst, const void* src, std::size_t bytes) {
-    if (bytes) CK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+
+  // ---- copies between host arrays and the device --------------------------------------------------
+  // From pageable memory the driver copies through small buffers of its own, at a fraction of the
+  // bus's rate and without overlap. So copies of host arrays go through two pinned blocks instead
+  // (allocated on first use, `stagingChunk` bytes each, kept): the host's memcpy of one chunk into a
+  // pinned block overlaps the DMA of the previous chunk out of the other, and each DMA runs at the
+  // full PCIe rate. An event per block says when its last DMA is done, before the host refills it.
+  // Copies of at most kDirectBytes (status words, info arrays, single values) go directly, and so
+  // does everything when pinned memory cannot be had.
+  static constexpr std::size_t kDirectBytes = std::size_t(64) << 10;
+  std::size_t stagingChunk = stagingChunkBytes();
+  void* pinned[2] = {nullptr, nullptr};
+  cudaEvent_t pinnedDone[2] = {nullptr, nullptr};
+  bool pinnedBusy[2] = {false, false};
+  bool pinnedUnavailable = false;
+
+  bool staged(std::size_t bytes) {
+    if (bytes <= std::min(kDirectBytes, stagingChunk / 4) || pinnedUnavailable) return false;
+    if (pinned[0]) return true;
+    for (int k = 0; k < 2; ++k)
+      if (cudaHostAlloc(&pinned[k], stagingChunk, cudaHostAllocDefault) != cudaSuccess ||
+          cudaEventCreateWithFlags(&pinnedDone[k], cudaEventDisableTiming) != cudaSuccess) {
+        cudaGetLastError();
+        for (int j = 0; j <= k; ++j) {
+          if (pinned[j]) cudaFreeHost(pinned[j]);
+          if (pinnedDone[j]) cudaEventDestroy(pinnedDone[j]);
+          pinned[j] = nullptr;
+          pinnedDone[j] = nullptr;
+        }
+        pinnedUnavailable = true;  // no pinned memory here: pageable copies from now on
+        return false;
+      }
+    return true;
   }
+  void waitPinned(int k) {
+    if (pinnedBusy[k]) CK_CUDA(cudaEventSynchronize(pinnedDone[k]));
+    pinnedBusy[k] = false;
+  }
+  void pinnedCopy(int k, void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+    CK_CUDA(cudaMemcpyAsync(dst, src, bytes, kind, stream));
+    CK_CUDA(cudaEventRecord(pinnedDone[k], stream));
+    pinnedBusy[k] = true;
+  }
+  // Host array -> device, in stream order; `src` may be reused as soon as this returns.
+  void toDevice(void* dst, const void* src, std::size_t bytes) {
+    if (!bytes) return;
+    if (!staged(bytes)) {
+      CK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+      return;
+    }
+    for (std::size_t off = 0, k = 0; off < bytes; off += stagingChunk, ++k) {
+      const std::size_t n = std::min(stagingChunk, bytes - off);
+      const int b = static_cast<int>(k & 1);
+      waitPinned(b);
+      std::memcpy(pinned[b], static_cast<const char*>(src) + off, n);
+      pinnedCopy(b, static_cast<char*>(dst) + off, pinned[b], n, cudaMemcpyHostToDevice);
+    }
+  }
+  // Device -> host array, after everything queued before it; `dst` holds the data when this returns.
   void toHost(void* dst, const void* src, std::size_t bytes) {
-    if (bytes) CK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+    if (!bytes) return;
+    if (!staged(bytes)) {
+      CK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+      sync();
+      return;
+    }
+    const std::size_t chunks = (bytes + stagingChunk - 1) / stagingChunk;
+    auto size = [&](std::size_t k) { return std::min(stagingChunk, bytes - k * stagingChunk); };
+    auto issue = [&](std::size_t k) {
+      const int b = static_cast<int>(k & 1);
+      waitPinned(b);
+      pinnedCopy(b, pinned[b], static_cast<const char*>(src) + k * stagingChunk, size(k), cudaMemcpyDeviceToHost);
+    };
+    issue(0);
+    if (chunks > 1) issue(1);
+    for (std::size_t k = 0; k < chunks; ++k) {  // the DMA of chunk k + 1 runs while chunk k is copied out
+      const int b = static_cast<int>(k & 1);
+      waitPinned(b);
+      std::memcpy(static_cast<char*>(dst) + k * stagingChunk, pinned[b], size(k));
+      if (k + 2 < chunks) issue(k + 2);
+    }
   }
   void copy(void* dst, const void* src, std::size_t bytes) {
     if (bytes) CK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
@@ -226,10 +313,58 @@ class Scope {
   int prev_ = 0;
 };
 
+// ---- device-resident tensors -------------------------------------------------------------------------
+
+// A block of a device's cache holding one device-resident tensor (a Buffer::onDevice). Giving it back
+// makes no CUDA call (DeviceCache::release), so the last holder may be any thread, the JS garbage
+// collector's included.
+class CudaStorage final : public DeviceStorage {
+ public:
+  template <class T> CudaStorage(DeviceContext& cx, DeviceArray<T>&& a) : cx_(&cx), bytes_(a.bytes()), p_(a.release()) {}
+  ~CudaStorage() override { cx_->cache.release(p_, bytes_); }
+  void* data() const override { return p_; }
+  int device() const override { return cx_->device; }
+  DeviceContext* context() const { return cx_; }
+
+ private:
+  DeviceContext* cx_;
+  std::size_t bytes_;
+  void* p_;
+};
+
+// The device memory of a device buffer, which must live on this context's device.
+const void* deviceData(DeviceContext& cx, const Buffer& b) {
+  const auto* st = dynamic_cast<const CudaStorage*>(b.storage().get());
+  if (!st) fail("internal: device memory of another backend");
+  if (st->context() != &cx)
+    fail("a tensor on cuda:" + std::to_string(st->device()) + " was given to a call on " + cx.name + "; move it there first");
+  return st->data();
+}
+
+// The op's input in fresh device memory of this context: uploaded from a host array, or copied from
+// a device tensor (ops work on their inputs in place, and a device tensor must not change).
 template <class T> DeviceArray<T> upload(DeviceContext& cx, const Buffer& b) {
   DeviceArray<T> d = cx.alloc<T>(b.size());
-  cx.toDevice(d.data(), b.as<T>(), b.byteSize());
+  if (b.onDevice()) cx.copy(d.data(), deviceData(cx, b), b.byteSize());
+  else cx.toDevice(d.data(), b.as<T>(), b.byteSize());
   return d;
+}
+
+// An op's result: kept on the device when its input was there (`onDevice`), else copied into a host
+// array. Either way the caller still checks the items' status before returning it.
+template <class T> Buffer result(DeviceContext& cx, DeviceArray<T>&& d, std::size_t count, bool onDevice) {
+  if (onDevice) return Buffer::onDevice(DTypeOf<T>::value, count, std::make_shared<CudaStorage>(cx, std::move(d)));
+  Buffer out(DTypeOf<T>::value, count);
+  cx.toHost(out.as<T>(), d.data(), out.byteSize());
+  return out;
+}
+
+// Element i of an input buffer, for messages (one small copy when it lives on the device).
+template <class T> T elementOf(DeviceContext& cx, const Buffer& b, std::size_t i) {
+  if (!b.onDevice()) return b.as<T>()[i];
+  T v{};
+  cx.toHost(&v, static_cast<const T*>(deviceData(cx, b)) + i, sizeof(T));
+  return v;
 }
 
 // ---- per-item checks ----------------------------------------------------------------------------------
@@ -580,15 +715,15 @@ template <class Ti, class Ts> class CudaState final : public State {
 
 // ---- messages (the CPU backend's wording) -------------------------------------------------------------
 
-std::string nonSymmetricMessage(const Buffer& in, int b, int C, int flat) {
+std::string nonSymmetricMessage(DeviceContext& cx, const Buffer& in, int b, int C, int flat) {
   const int i = flat / C, j = flat % C;
   const std::size_t base = static_cast<std::size_t>(b) * C * C;
   std::ostringstream os;
   os << "the matrix is not symmetric: ";
   dispatchDType(in.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    const T* a = in.as<T>() + base;
-    os << "A[" << i << "][" << j << "] = " << a[i * C + j] << " but A[" << j << "][" << i << "] = " << a[j * C + i];
+    os << "A[" << i << "][" << j << "] = " << elementOf<T>(cx, in, base + i * C + j) << " but A[" << j << "][" << i
+       << "] = " << elementOf<T>(cx, in, base + j * C + i);
     return 0;
   });
   return os.str();
@@ -712,23 +847,21 @@ std::shared_ptr<State> forwardImpl(DeviceContext& cx, const Buffer& in, Dims d, 
       int flat = 0;
       cx.toHost(&flat, firstBad.data() + b, sizeof(int));
       cx.sync();
-      failItem(b, nonSymmetricMessage(in, b, C, flat));
+      failItem(b, nonSymmetricMessage(cx, in, b, C, flat));
     }
     failItem(b, "the matrix contains NaN or Infinity");
   };
   DeviceArray<Ts> s = cx.alloc<Ts>(mm);
   sqrtmForward<Ti, Ts>(*st, a.data(), s.data(), checks, raiseInput);
 
-  out = Buffer(DTypeOf<Ti>::value, static_cast<std::size_t>(B) * outPer);
   DeviceArray<Ti> si = cx.alloc<Ti>(mm);
   K::convert<Ts, Ti>(s.data(), si.data(), mm, stream);
   if (st->vectorize) {
     DeviceArray<Ti> y = cx.alloc<Ti>(static_cast<std::size_t>(B) * tri);
     K::packUpper<Ti>(si.data(), y.data(), B, C, stream);
-    cx.toHost(out.as<Ti>(), y.data(), out.byteSize());
-  } else {
-    cx.toHost(out.as<Ti>(), si.data(), out.byteSize());
+    si = std::move(y);
   }
+  out = result<Ti>(cx, std::move(si), static_cast<std::size_t>(B) * outPer, in.onDevice());
   const int bad = checks.fetch(cx);
   if (bad >= 0) failItem(bad, std::string(methodName(o.method)) + " produced a non-finite square root");
   return st;
@@ -830,10 +963,11 @@ template <class Ti, class Ts> Buffer backwardImpl(DeviceContext& cx, const State
   sqrtmBackward<Ti, Ts>(st, dS.data(), dA.data(), checks);
   K::flagNonFinite<Ts>(dA.data(), m, B, checks.data(), kBadGradOut, stream);
 
-  Buffer grad(DTypeOf<Ti>::value, layer ? static_cast<std::size_t>(B) * C * N : mm);
+  const std::size_t gradCount = layer ? static_cast<std::size_t>(B) * C * N : mm;
+  Buffer grad;
   if (layer) {  // back-propagated in the covariance precision too, then rounded once to Ti
     using Tc = typename LayerPrecision<Ti, Ts>::Covariance;
-    DeviceArray<Tc> dAc, dx = cx.alloc<Tc>(grad.size());
+    DeviceArray<Tc> dAc, dx = cx.alloc<Tc>(gradCount);
     Tc* g;
     if constexpr (std::is_same_v<Tc, Ts>) {
       g = dA.data();
@@ -843,13 +977,13 @@ template <class Ti, class Ts> Buffer backwardImpl(DeviceContext& cx, const State
       g = dAc.data();
     }
     covarianceBackward<Tc>(cx, st.xc.data(), g, dx.data(), B, C, N);
-    DeviceArray<Ti> dxi = cx.alloc<Ti>(grad.size());
-    K::convert<Tc, Ti>(dx.data(), dxi.data(), grad.size(), stream);
+    DeviceArray<Ti> dxi = cx.alloc<Ti>(gradCount);
+    K::convert<Tc, Ti>(dx.data(), dxi.data(), gradCount, stream);
     if (d.channelsLast) dxi = channelsLast(cx, std::move(dxi), B, C, N);
-    cx.toHost(grad.as<Ti>(), dxi.data(), grad.byteSize());
+    grad = result<Ti>(cx, std::move(dxi), gradCount, dOut.onDevice());
   } else {
     K::convert<Ts, Ti>(dA.data(), ti.data(), mm, stream);
-    cx.toHost(grad.as<Ti>(), ti.data(), grad.byteSize());
+    grad = result<Ti>(cx, std::move(ti), gradCount, dOut.onDevice());
   }
   const int bad = checks.fetch(cx);
   if (bad >= 0) {
@@ -883,6 +1017,38 @@ class CudaBackend final : public Backend {
     return parked;
   }
 
+  Buffer toDevice(const Buffer& host) override {
+    return dispatchDType(host.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      DeviceContext& cx = *cx_;
+      Scope scope(cx);
+      DeviceArray<T> d = upload<T>(cx, host);
+      cx.sync();  // the copy is done when the tensor is handed out
+      return Buffer::onDevice(host.dtype(), host.size(), std::make_shared<CudaStorage>(cx, std::move(d)));
+    });
+  }
+
+  Buffer toHost(const Buffer& device) override {
+    DeviceContext& cx = *cx_;
+    Scope scope(cx);
+    Buffer out(device.dtype(), device.size());
+    cx.toHost(out.raw(), deviceData(cx, device), out.byteSize());
+    return out;
+  }
+
+  long firstNonFiniteItem(const Buffer& device, std::size_t items) override {
+    return dispatchDType(device.dtype(), [&](auto tag) -> long {
+      using T = decltype(tag);
+      DeviceContext& cx = *cx_;
+      Scope scope(cx);
+      if (!items) return -1;
+      ItemChecks checks(cx, static_cast<int>(items));
+      K::flagNonFinite<T>(static_cast<const T*>(deviceData(cx, device)), device.size() / items, static_cast<int>(items), checks.data(),
+                          kBadMatrix, cx.stream);
+      return checks.fetch(cx);
+    });
+  }
+
   Buffer covpool(const Buffer& x, Dims d) override {
     return dispatchDType(x.dtype(), [&](auto tag) {
       using T = decltype(tag);
@@ -897,10 +1063,13 @@ class CudaBackend final : public Backend {
       DeviceArray<T> xc = cx.alloc<T>(x.size()), a = cx.alloc<T>(mm);
       K::centerRows<T>(dx.data(), xc.data(), static_cast<std::size_t>(B) * C, N, cx.stream);
       covarianceForward<T>(cx, xc.data(), a.data(), B, C, N);
-      Buffer out(x.dtype(), mm);
-      cx.toHost(out.as<T>(), a.data(), out.byteSize());
+      K::flagNonFinite<T>(a.data(), static_cast<std::size_t>(C) * C, B, checks.data(), kBadMatrix, cx.stream);
+      Buffer out = result<T>(cx, std::move(a), mm, x.onDevice());
       const int bad = checks.fetch(cx);
-      if (bad >= 0) failItem(bad, "the features contain NaN or Infinity");
+      if (bad >= 0) {
+        if (checks.firstCode(bad, {kBadFeatures, kBadMatrix}) == kBadFeatures) failItem(bad, "the features contain NaN or Infinity");
+        failItem(bad, std::string("the covariance is not finite in ") + dtypeName(x.dtype()) + kOverflowAdvice);
+      }
       return out;
     });
   }
@@ -912,6 +1081,7 @@ class CudaBackend final : public Backend {
       Scope scope(cx);
       const int B = d.B, C = d.C, N = d.N;
       const std::size_t m = static_cast<std::size_t>(C) * C;
+      if (x.onDevice() != dA.onDevice()) fail("the features and the covariance gradient must both be on " + cx.name + " or both on the host");
       ItemChecks checks(cx, B);
       DeviceArray<T> dx = upload<T>(cx, x), g = upload<T>(cx, dA);
       K::flagNonFinite<T>(g.data(), m, B, checks.data(), kBadGradIn, cx.stream);
@@ -921,14 +1091,16 @@ class CudaBackend final : public Backend {
       K::centerRows<T>(dx.data(), xc.data(), static_cast<std::size_t>(B) * C, N, cx.stream);
       covarianceBackward<T>(cx, xc.data(), g.data(), out.data(), B, C, N);
       if (d.channelsLast) out = channelsLast(cx, std::move(out), B, C, N);
-      Buffer result(x.dtype(), x.size());
-      cx.toHost(result.as<T>(), out.data(), result.byteSize());
+      K::flagNonFinite<T>(out.data(), static_cast<std::size_t>(C) * N, B, checks.data(), kBadGradOut, cx.stream);
+      Buffer grad = result<T>(cx, std::move(out), x.size(), x.onDevice());
       const int bad = checks.fetch(cx);
       if (bad >= 0) {
-        if (checks.firstCode(bad, {kBadGradIn, kBadFeatures}) == kBadGradIn) failItem(bad, "the covariance gradient contains NaN or Infinity");
-        failItem(bad, "the features contain NaN or Infinity");
+        const int code = checks.firstCode(bad, {kBadGradIn, kBadFeatures, kBadGradOut});
+        if (code == kBadGradIn) failItem(bad, "the covariance gradient contains NaN or Infinity");
+        if (code == kBadFeatures) failItem(bad, "the features contain NaN or Infinity");
+        failItem(bad, std::string("the gradient w.r.t. the features is not finite in ") + dtypeName(x.dtype()) + kOverflowAdvice);
       }
-      return result;
+      return grad;
     });
   }
 
@@ -942,8 +1114,7 @@ class CudaBackend final : public Backend {
       DeviceArray<T> a = upload<T>(cx, s), y = cx.alloc<T>(static_cast<std::size_t>(B) * tri);
       K::flagNonFinite<T>(a.data(), m, B, checks.data(), kBadMatrix, cx.stream);
       K::packUpper<T>(a.data(), y.data(), B, C, cx.stream);
-      Buffer out(s.dtype(), static_cast<std::size_t>(B) * tri);
-      cx.toHost(out.as<T>(), y.data(), out.byteSize());
+      Buffer out = result<T>(cx, std::move(y), static_cast<std::size_t>(B) * tri, s.onDevice());
       const int bad = checks.fetch(cx);
       if (bad >= 0) failItem(bad, "the matrix contains NaN or Infinity");
       return out;
@@ -960,8 +1131,7 @@ class CudaBackend final : public Backend {
       DeviceArray<T> y = upload<T>(cx, dy), a = cx.alloc<T>(static_cast<std::size_t>(B) * m);
       K::flagNonFinite<T>(y.data(), tri, B, checks.data(), kBadGradIn, cx.stream);
       K::unpackUpper<T>(y.data(), a.data(), B, C, cx.stream);
-      Buffer out(dy.dtype(), static_cast<std::size_t>(B) * m);
-      cx.toHost(out.as<T>(), a.data(), out.byteSize());
+      Buffer out = result<T>(cx, std::move(a), static_cast<std::size_t>(B) * m, dy.onDevice());
       const int bad = checks.fetch(cx);
       if (bad >= 0) failItem(bad, "the gradient contains NaN or Infinity");
       return out;
@@ -996,13 +1166,11 @@ class CudaBackend final : public Backend {
         int flat = 0;
         cx.toHost(&flat, firstBad.data() + bad, sizeof(int));
         cx.sync();
-        failItem(bad, nonSymmetricMessage(a, bad, C, flat));
+        failItem(bad, nonSymmetricMessage(cx, a, bad, C, flat));
       }
       K::transpose<T>(w.data(), v.data(), B, C, cx.stream);  // columns = eigenvectors (U)
-      values = Buffer(a.dtype(), static_cast<std::size_t>(B) * C);
-      vectors = Buffer(a.dtype(), mm);
-      cx.toHost(values.as<T>(), l.data(), values.byteSize());
-      cx.toHost(vectors.as<T>(), v.data(), vectors.byteSize());
+      values = result<T>(cx, std::move(l), static_cast<std::size_t>(B) * C, a.onDevice());
+      vectors = result<T>(cx, std::move(v), mm, a.onDevice());
       cx.sync();
       return 0;
     });
@@ -1044,8 +1212,7 @@ class CudaBackend final : public Backend {
     K::flagNonFinite<double>(l.data(), C, B, checks.data(), kBadMatrix, cx.stream);
     DeviceArray<double> F = cx.alloc<double>(static_cast<std::size_t>(B) * m), stats = cx.alloc<double>(4 * static_cast<std::size_t>(B));
     K::coefficientMatrix<double>(k, l.data(), F.data(), stats.data(), B, C, cx.stream);
-    Buffer out(DType::F64, static_cast<std::size_t>(B) * m);
-    cx.toHost(out.as<double>(), F.data(), out.byteSize());
+    Buffer out = result<double>(cx, std::move(F), static_cast<std::size_t>(B) * m, values.onDevice());
     const int bad = checks.fetch(cx);
     if (bad >= 0) failItem(bad, "the eigenvalues contain NaN or Infinity");
     return out;

@@ -81,6 +81,14 @@ template <class T> class DeviceArray {
   T* data() const { return p_; }
   std::size_t size() const { return n_; }
   std::size_t bytes() const { return n_ * sizeof(T); }
+  DeviceCache* cache() const { return cache_; }
+  // Gives up ownership: the caller returns the block to cache() (release(p, bytes())) itself.
+  T* release() noexcept {
+    T* p = p_;
+    p_ = nullptr;
+    n_ = 0;
+    return p;
+  }
   void swap(DeviceArray& o) noexcept {
     std::swap(cache_, o.cache_);
     std::swap(p_, o.p_);

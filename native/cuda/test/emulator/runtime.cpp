@@ -726,6 +726,81 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t str
   return cudaSuccess;
 }
 
+// ---- events: a marker in a stream's queue; synchronizing on one runs that stream up to it ----------
+
+struct CUevent_st {
+  StreamState* stream = nullptr;  // where it was last recorded (null: never)
+  std::uint64_t recorded = 0;     // how many times it was recorded, and how many of those ran
+  std::uint64_t reached = 0;
+};
+namespace {
+std::set<const CUevent_st*> events;
+CUevent_st* liveEvent(cudaEvent_t e, const char* api) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (e && events.count(e)) return e;
+  return nullptr;
+}
+}  // namespace
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
+  if (cudaError_t err = enter(); err != cudaSuccess) return fail(err);
+  if (!e || (flags & ~static_cast<unsigned>(cudaEventBlockingSync | cudaEventDisableTiming | cudaEventInterprocess)))
+    return fail(cudaErrorInvalidValue);
+  auto* ev = new CUevent_st;
+  std::lock_guard<std::mutex> lock(mu);
+  events.insert(ev);
+  *e = ev;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
+  if (cudaError_t err = enter(); err != cudaSuccess) return fail(err);
+  CUevent_st* ev = liveEvent(e, "cudaEventRecord");
+  StreamState* s = resolveStream(stream, "cudaEventRecord");
+  if (!ev || !s) {
+    violation("cudaEventRecord: %s", !ev ? "not a live event" : "not a live stream");
+    return fail(cudaErrorInvalidResourceHandle);
+  }
+  std::uint64_t n;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ev->stream = s;
+    n = ++ev->recorded;
+  }
+  enqueue(s, "cudaEventRecord", [ev, n] { ev->reached = std::max(ev->reached, n); });
+  return cudaSuccess;
+}
+
+// Waits for the event's last record: here, runs its stream's queue until then (and so beyond, which
+// a GPU may do too).
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (cudaError_t err = enter(); err != cudaSuccess) return fail(err);
+  CUevent_st* ev = liveEvent(e, "cudaEventSynchronize");
+  if (!ev) {
+    violation("cudaEventSynchronize: %p is not a live event", static_cast<void*>(e));
+    return fail(cudaErrorInvalidResourceHandle);
+  }
+  if (!ev->stream) return cudaSuccess;  // never recorded: complete
+  return syncStream(ev->stream);
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  if (cudaError_t err = enter(); err != cudaSuccess) return fail(err);
+  CUevent_st* ev = liveEvent(e, "cudaEventQuery");
+  if (!ev) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::mutex> lock(mu);
+  return ev->reached >= ev->recorded ? cudaSuccess : cudaErrorNotReady;  // not an error: not sticky, not recorded
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (!e || !events.erase(e)) return fail(cudaErrorInvalidResourceHandle);
+  // A record still queued would write into it: keep the object (a few bytes) rather than free it.
+  return cudaSuccess;
+}
+
 cudaError_t cudaGetLastError() {
   const cudaError_t sticky = stickyError();
   if (sticky != cudaSuccess) return sticky;
@@ -751,6 +826,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     default: return "cudaErrorUnknown";
   }
 }
@@ -767,6 +843,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorNotReady: return "device not ready";
     default: return "unknown error";
   }
 }
