@@ -220,7 +220,7 @@ export function addonFor(device: unknown): NativeAddon {
 /** Every binary loaded so far (the CPU one, and the CUDA-enabled one once it is); loads nothing new. */
 export function loadedAddons(): NativeAddon[] {
   const all = [native()];
-  const c = loadedCudaAddon();
+  const c = loadedCudaAddon<NativeAddon>();
   if (c && c !== all[0]) all.push(c);
   return all;
 }
