@@ -10,8 +10,9 @@
 // Where a library is missing, nothing is loaded, the CPU path is untouched, and a CUDA request gets
 // an error naming the library and every folder searched.
 //
-// It depends on nothing else in covpool: native.ts calls it with the CPU binary and gets the CUDA
-// binary back, typed as the CPU one (both are builds of the same addon).
+// It does not depend on native.ts: native.ts calls it with the CPU binary and gets the CUDA binary
+// back, typed as the CPU one (both are builds of the same addon).
+import { glibcAdvice } from './prebuilds';
 
 /** What this module uses of a binary: the CPU one's preloadLibrary, and both ones' budget and info. */
 export interface CudaLoaderAddon {
@@ -164,7 +165,9 @@ export function loadCuda<A extends CudaLoaderAddon>(cpu: A, root: string): { sta
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     loaded = require(binary) as A;
   } catch (e) {
-    st.reason = `the CUDA-enabled binary ${binary} does not load: ${(e as Error).message.split('\n')[0]}`;
+    const cause = (e as Error).message.split('\n')[0];
+    const advice = glibcAdvice(root, cause);
+    st.reason = `the CUDA-enabled binary ${binary} does not load: ${cause}` + (advice ? '.' + advice : '');
     return { status: st };
   }
   addon = loaded;
