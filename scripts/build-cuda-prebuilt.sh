@@ -58,7 +58,7 @@ if [ "${COVPOOL_PREBUILD_HOST:-}" != 1 ] && [ -f scripts/chroot/debian.sh ] && [
   cp "$root$pkg/build-cmake/cuda-prebuild/build.ninja" build-cmake/cuda-prebuild.ninja 2>/dev/null || true
 else
   if [ "${COVPOOL_PREBUILD_HOST:-}" = 1 ]; then why="COVPOOL_PREBUILD_HOST=1"; else why="not root: no Debian 11 chroot"; fi
-  say "building on this machine ($why): the binary needs this machine's glibc ($(getconf GNU_LIBC_VERSION 2>/dev/null || echo 'version unknown')) at most, not 2.28"
+  say "building on this machine ($why): the binary will need up to this machine's glibc ($(getconf GNU_LIBC_VERSION 2>/dev/null | sed 's/^glibc //' || true)) instead of 2.28"
   audit_args=(--host)
   say "toolkit $toolkit, architectures $arch"
   PATH="$toolkit/bin:$PATH" npx cmake-js compile --out build-cmake/cuda-prebuild "${cmake_args[@]}" >build-cmake/cuda-prebuild.log 2>&1 \

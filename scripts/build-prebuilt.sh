@@ -26,7 +26,11 @@ pkg="$(pwd -P)"
 
 if [ "${COVPOOL_PREBUILD_HOST:-}" = 1 ]; then
   arch="$(node -p process.arch)"
-  echo "covpool prebuild: linux-$arch on this machine (COVPOOL_PREBUILD_HOST=1; ${COVPOOL_PREBUILD_ARCHS:+COVPOOL_PREBUILD_ARCHS is ignored: }this machine's architecture only): the binary needs this machine's glibc ($(getconf GNU_LIBC_VERSION 2>/dev/null || echo 'version unknown')) at most, not 2.28"
+  echo "covpool prebuild: linux-$arch on this machine (COVPOOL_PREBUILD_HOST=1; ${COVPOOL_PREBUILD_ARCHS:+COVPOOL_PREBUILD_ARCHS is ignored: }this machine's architecture only): the binary will need up to this machine's glibc ($(getconf GNU_LIBC_VERSION 2>/dev/null | sed 's/^glibc //' || true)) instead of 2.28"
+  # This Node's own headers where it has them (N-API binaries do not depend on the Node version),
+  # so nothing is downloaded; otherwise node-gyp fetches them.
+  node_prefix="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"
+  if [ -z "${npm_config_nodedir:-}" ] && [ -f "$node_prefix/include/node/node_api.h" ]; then export npm_config_nodedir="$node_prefix"; fi
   npm run build:prebuilt:here
   node scripts/audit-prebuilds.js --host "prebuilds/linux-$arch"
   exit 0

@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${COVPOOL_PREBUILD_HOST:-}" = 1 ]; then
-  echo "covpool pack: building the binaries on this machine (COVPOOL_PREBUILD_HOST=1): the tarball will need this machine's glibc ($(getconf GNU_LIBC_VERSION 2>/dev/null || echo 'version unknown')) or the highest version the binaries use, not 2.28"
+  echo "covpool pack: building the binaries on this machine (COVPOOL_PREBUILD_HOST=1, no root needed): they will load on this machine's glibc ($(getconf GNU_LIBC_VERSION 2>/dev/null | sed 's/^glibc //' || true)) and newer, not on glibc 2.28 like the published package; the audit at the end prints their exact floor"
 else
   echo "covpool pack: building the binaries in Debian 11 chroots (needs root; COVPOOL_PREBUILD_HOST=1 builds on this machine instead): the tarball will load on glibc >= 2.28"
 fi
