@@ -32,7 +32,7 @@ if [ "${COVPOOL_PREBUILD_HOST:-}" = 1 ]; then
   node_prefix="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"
   if [ -z "${npm_config_nodedir:-}" ] && [ -f "$node_prefix/include/node/node_api.h" ]; then export npm_config_nodedir="$node_prefix"; fi
   npm run build:prebuilt:here
-  node scripts/audit-prebuilds.js --host "prebuilds/linux-$arch"
+  node scripts/audit-prebuilds.js --host "prebuilds/linux-$arch/covpool.glibc.node"
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
