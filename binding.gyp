@@ -1,45 +1,15 @@
 {
-  # COVPOOL_STATIC_BLAS=1 (set by `npm run build:prebuilt:here`, which scripts/build-prebuilt.sh runs
-  # in a Debian 11 chroot) links OpenBLAS, LAPACKE and the C++ runtime statically, so the prebuilt
-  # binaries need nothing but the C library (glibc >= 2.28); the default source build links them
-  # dynamically. scripts/blas-paths.js finds OpenBLAS/LAPACKE for the compiler's architecture.
-  "variables": {
-    "static_blas%": "<!(node -p \"process.env.COVPOOL_STATIC_BLAS === '1' ? 'true' : 'false'\")",
-    "blas_lib_dir%": "<!(node scripts/blas-paths.js libdir)"
-  },
+  # The addon is defined in native/binding.gyp. This file lets node-gyp (and prebuildify, and
+  # `npm run build:native`) build it from the repository's top level into build/Release.
+  # It is not in the npm package: npm gives any package with a binding.gyp at its root an implied
+  # `node-gyp rebuild` install script (on a reinstall and on `npm ci`, "gypfile": false
+  # notwithstanding), and the package must load its prebuilt binary instead of compiling.
+  # In an installed package, `npx covpool-build` builds native/binding.gyp (scripts/build-from-source.js).
   "targets": [
     {
-      "target_name": "covpool",
-      "sources": [
-        "native/core/methods.cpp",
-        "native/core/pade.cpp",
-        "native/core/threadpool.cpp",
-        "native/core/host_cache.cpp",
-        "native/cpu/blas.cpp",
-        "native/cpu/cpu_backend.cpp",
-        "native/addon/marshal.cpp",
-        "native/addon/states.cpp",
-        "native/addon/addon.cpp",
-        "native/addon/preload.cpp"
-      ],
-      "include_dirs": [
-        "<!(node -p \"require('node-addon-api').include_dir\")",
-        "<!@(node scripts/blas-paths.js include)"
-      ],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
-      "cflags!": ["-fno-exceptions"],
-      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "conditions": [
-        ["static_blas=='true'", {
-          "sources": ["native/cpu/static/gfortran_runtime.c", "native/cpu/static/glibc_compat.c"],
-          "ldflags": ["-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL", "-L<(blas_lib_dir)",
-                      "-Wl,--wrap=exp", "-Wl,--wrap=log", "-Wl,--wrap=pow", "-Wl,--wrap=exp2", "-Wl,--wrap=log2"],
-          "libraries": ["-Wl,-Bstatic", "-llapacke", "-lopenblas", "-Wl,-Bdynamic", "-lpthread", "-lm", "-ldl"]
-        }, {
-          "libraries": ["-lopenblas", "-llapacke", "-ldl"]
-        }]
-      ]
+      "target_name": "covpool_from_top_level",
+      "type": "none",
+      "dependencies": ["native/binding.gyp:covpool"]
     }
   ]
 }

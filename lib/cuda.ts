@@ -9,7 +9,19 @@
 // dependency order, and only then requires the CUDA binary, whose dependencies are then satisfied.
 // Where a library is missing, nothing is loaded, the CPU path is untouched, and a CUDA request gets
 // an error naming the library and every folder searched.
-import type { NativeAddon } from './native';
+//
+// It does not depend on native.ts: native.ts calls it with the CPU binary and gets the CUDA binary
+// back, typed as the CPU one (both are builds of the same addon).
+import { glibcAdvice } from './prebuilds';
+
+/** What this module uses of a binary: the CPU one's preloadLibrary, and both ones' budget and info. */
+export interface CudaLoaderAddon {
+  /** dlopen(path, RTLD_NOW | RTLD_GLOBAL): null on success, else the loader's error. */
+  preloadLibrary?(path: string): string | null;
+  /** The memory budget of one call in bytes; sets it first when given. */
+  maxBytes(set?: number): number;
+  info(): { cudaDevices: number; cudaReason?: string };
+}
 
 /** What the loader found; backendInfo() reports it. */
 export interface CudaStatus {
@@ -118,14 +130,15 @@ export function cudaBinaryPath(root: string, env: NodeJS.ProcessEnv = process.en
 }
 
 let status: CudaStatus | undefined;
-let addon: NativeAddon | undefined;
+let addon: CudaLoaderAddon | undefined;
 
 /**
  * Loads the CUDA binary once (later calls return the first outcome). `cpu` is the CPU binary,
- * which provides preloadLibrary; `root` the package root.
+ * which provides preloadLibrary; `root` the package root. The CUDA binary is returned with the
+ * CPU binary's type A: it is a build of the same addon.
  */
-export function loadCuda(cpu: NativeAddon, root: string): { status: CudaStatus; addon?: NativeAddon } {
-  if (status) return { status, addon };
+export function loadCuda<A extends CudaLoaderAddon>(cpu: A, root: string): { status: CudaStatus; addon?: A } {
+  if (status) return { status, addon: addon as A | undefined };
   const binary = cudaBinaryPath(root);
   const searched = candidateDirs();
   const st: CudaStatus = { binary, loaded: false, devices: 0, reason: '', libraries: {}, searched };
@@ -153,22 +166,26 @@ export function loadCuda(cpu: NativeAddon, root: string): { status: CudaStatus; 
       '. Install the CUDA 13 toolkit (and set CUDA_HOME) or `pip install nvidia-cublas nvidia-cusolver`, or name their folder in COVPOOL_CUDA_LIB_DIRS';
     return { status: st };
   }
+  let loaded: A;
   try {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
-    addon = require(binary) as NativeAddon;
+    loaded = require(binary) as A;
   } catch (e) {
-    st.reason = `the CUDA-enabled binary ${binary} does not load: ${(e as Error).message.split('\n')[0]}`;
+    const cause = (e as Error).message.split('\n')[0];
+    const advice = glibcAdvice(root, cause);
+    st.reason = `the CUDA-enabled binary ${binary} does not load: ${cause}` + (advice ? '.' + advice : '');
     return { status: st };
   }
+  addon = loaded;
   st.loaded = true;
-  addon.maxBytes(cpu.maxBytes()); // one memory budget for both binaries (setMaxBytes sets both)
-  const info = addon.info();
+  loaded.maxBytes(cpu.maxBytes()); // one memory budget for both binaries (setMaxBytes sets both)
+  const info = loaded.info();
   st.devices = info.cudaDevices;
   st.reason = info.cudaDevices > 0 ? '' : info.cudaReason ?? 'no CUDA device is visible';
-  return { status: st, addon };
+  return { status: st, addon: loaded };
 }
 
-/** The CUDA-enabled binary if loadCuda() loaded it already (never loads it). */
-export function loadedCudaAddon(): NativeAddon | undefined {
-  return addon;
+/** The CUDA-enabled binary if loadCuda() loaded it already (never loads it), typed as the caller's binary type. */
+export function loadedCudaAddon<A extends CudaLoaderAddon>(): A | undefined {
+  return addon as A | undefined;
 }

@@ -84,6 +84,7 @@ export interface NativeAddon {
 }
 
 import { CudaStatus, loadCuda, loadedCudaAddon } from './cuda';
+import { glibcAdvice } from './prebuilds';
 
 /** What the emulated CUDA device saw (test builds only: native/cuda/test/emulator). */
 export interface CudaEmulatorReport {
@@ -167,7 +168,8 @@ export function explainNativeError<T>(f: () => T): T {
  * Loads the addon: COVPOOL_ADDON (an explicit path) if set, else what node-gyp-build finds — a
  * local build (build/Release) first, then the prebuilt binary shipped in prebuilds/<platform>-<arch>.
  * When none loads, the error names the cause (no binary for this platform, or one that does not load
- * here, e.g. on a glibc older than 2.28) and the exact command that builds from source, with its
+ * here, e.g. on a glibc older than the one prebuilds/build.json records: 2.28 for the published
+ * package) and the exact command that builds from source, with its
  * prerequisites (scripts/build-from-source.js; the package has no install script).
  */
 export function native(): NativeAddon {
@@ -186,8 +188,7 @@ export function native(): NativeAddon {
     const cause = (err as Error).message.split('\n')[0];
     const where = `${process.platform}-${process.arch}, Node ${process.version}`;
     const what = file
-      ? `the native addon ${file} does not load here (${where}): ${cause}.` +
-        (/GLIBC/.test(cause) ? ' This system\'s C library is older than the binary needs (glibc >= 2.28).' : '')
+      ? `the native addon ${file} does not load here (${where}): ${cause}.` + glibcAdvice(root, cause)
       : `no prebuilt binary matches this platform (${where}) and there is no local build.`;
     let help = 'Build it from source with `npx covpool-build`.';
     try {
@@ -253,7 +254,7 @@ export function addonFor(device: unknown): NativeAddon {
 /** Every binary loaded so far (the CPU one, and the CUDA-enabled one once it is); loads nothing new. */
 export function loadedAddons(): NativeAddon[] {
   const all = [native()];
-  const c = loadedCudaAddon();
+  const c = loadedCudaAddon<NativeAddon>();
   if (c && c !== all[0]) all.push(c);
   return all;
 }

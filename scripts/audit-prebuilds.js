@@ -5,9 +5,18 @@
 // statically linked C++ runtime leaves none), and undefined symbols no library will provide (N-API
 // functions come from Node itself; weak ones may stay unresolved).
 //
-// Usage: node scripts/audit-prebuilds.js [file.node | folder]...   (default: prebuilds/)
-// Prints one report per binary and exits 1 when one breaks the rules below (test/package.test.ts
-// applies the same function to every binary in the packed tarball).
+// Two modes, the same rules but for the glibc floor:
+//   default                   the binaries were built in Debian 11 (scripts/build-prebuilt.sh, as root):
+//                             none may need a GLIBC symbol version above GLIBC_FLOOR (2.28)
+//   --host or                 they were built on this machine (no root needed): they may need up to
+//   COVPOOL_PREBUILD_HOST=1   this machine's glibc, and the floor is the highest version they need
+//
+// Usage: node scripts/audit-prebuilds.js [--host] [--summary] [--record] [file.node | folder]...
+//   (default folder: prebuilds/). Prints one report per binary (--summary: one line each) and
+//   exits 1 when one breaks the rules below. --record writes prebuilds/build.json: the glibc floor
+//   of the binaries, how they were built, and what each needs; the loader's error names that floor
+//   when a binary does not load on an older glibc (npm pack runs this last: scripts/prepack.sh).
+// test/package.test.ts applies auditBinary to every binary in the packed tarball.
 'use strict';
 const { execFileSync } = require('child_process');
 const fs = require('fs');
@@ -40,10 +49,19 @@ function readelf(args, file) {
   return execFileSync('readelf', ['-W', ...args, file], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' }, maxBuffer: 64 << 20 });
 }
 
+/** This machine's glibc version ('2.36'), or null where the C library is not glibc. */
+function hostGlibc() {
+  return process.report.getReport().header.glibcVersionRuntime || null;
+}
+
 /**
  * Audits one binary. Returns what it needs and the list of rule violations (empty when it is fine).
+ * `options.host`: built on this machine, so the highest GLIBC version it may need is this
+ * machine's (default: GLIBC_FLOOR, the Debian 11 build's promise).
  */
-function auditBinary(file) {
+function auditBinary(file, options = {}) {
+  const host = !!options.host;
+  const limit = host ? hostGlibc() || GLIBC_FLOOR : GLIBC_FLOOR;
   const dynamic = readelf(['-d'], file);
   const needed = [...dynamic.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
   const machine = (readelf(['-h'], file).match(/Machine:\s+(.+)/) || [])[1]?.trim() || 'unknown';
@@ -70,8 +88,13 @@ function auditBinary(file) {
   const allowed = (lib) => ALLOWED_NEEDED.test(lib) || (cuda && ALLOWED_NEEDED_CUDA.test(lib));
   const problems = [];
   for (const lib of needed) if (!allowed(lib)) problems.push(`needs the shared library ${lib} (only the C library's${cuda ? ' and cuBLAS/cuSOLVER' : ''} may be needed)`);
-  const tooNew = undefinedSymbols.filter((s) => s.version && s.version.startsWith('GLIBC_') && compareVersions(s.version.slice(6), GLIBC_FLOOR) > 0);
-  for (const s of tooNew) problems.push(`needs ${s.name}@${s.version}, newer than GLIBC_${GLIBC_FLOOR} (build it in Debian 11: scripts/build-prebuilt.sh)`);
+  const tooNew = undefinedSymbols.filter((s) => s.version && s.version.startsWith('GLIBC_') && compareVersions(s.version.slice(6), limit) > 0);
+  for (const s of tooNew)
+    problems.push(
+      host
+        ? `needs ${s.name}@${s.version}, newer than this machine's glibc ${limit}`
+        : `needs ${s.name}@${s.version}, newer than GLIBC_${GLIBC_FLOOR} (build it in Debian 11, as root: scripts/build-prebuilt.sh; or build for this machine's glibc with COVPOOL_PREBUILD_HOST=1)`,
+    );
   for (const family of ['GLIBCXX', 'CXXABI', 'GCC']) {
     if (sorted[family]) problems.push(`needs the shared C++ runtime/libgcc: ${family}_${sorted[family].join(', ')}`);
   }
@@ -81,7 +104,32 @@ function auditBinary(file) {
   const onlyLibc = needed.every((lib) => ALLOWED_NEEDED.test(lib));
   const unresolved = undefinedSymbols.filter((s) => !s.version && !s.weak && !FROM_NODE.test(s.name)).map((s) => s.name);
   if (onlyLibc && unresolved.length) problems.push(`undefined symbols no library provides: ${unresolved.join(', ')}`);
-  return { file, machine, needed, versions: sorted, glibcMax, problems };
+  // The oldest glibc it loads on: the Debian 11 build promises GLIBC_FLOOR; a host build needs
+  // what it needs (its highest GLIBC symbol version).
+  const glibcFloor = host ? glibcMax || '2.2.5' : GLIBC_FLOOR;
+  return { file, machine, needed, versions: sorted, glibcMax, glibcFloor, host, problems };
+}
+
+/**
+ * What the binaries need together: the glibc floor (the highest of theirs), how they were built,
+ * and each one's needs (paths relative to `dir`). prebuilds/build.json holds this.
+ */
+function buildRecord(results, dir, host) {
+  const glibc = results.map((r) => r.glibcFloor).sort(compareVersions).pop() || GLIBC_FLOOR;
+  const builtOn = host
+    ? `this machine (COVPOOL_PREBUILD_HOST=1): ${osName()}, glibc ${hostGlibc()}`
+    : 'Debian 11 (glibc 2.31; scripts/build-prebuilt.sh), audited for glibc 2.28';
+  const binaries = {};
+  for (const r of results) binaries[path.relative(dir, r.file).split(path.sep).join('/')] = { machine: r.machine, glibc: r.glibcMax };
+  return { glibc, host, builtOn, binaries };
+}
+
+function osName() {
+  try {
+    return /^PRETTY_NAME="?([^"\n]*)/m.exec(fs.readFileSync('/etc/os-release', 'utf8'))[1];
+  } catch {
+    return `${process.platform}-${process.arch}`;
+  }
 }
 
 function binariesUnder(p) {
@@ -93,24 +141,49 @@ function binariesUnder(p) {
 function report(r) {
   const lines = [`${r.file} (${r.machine})`, `  shared libraries: ${r.needed.join(', ') || 'none'}`];
   for (const [family, v] of Object.entries(r.versions)) lines.push(`  ${family}: ${v.join(' ')}`);
-  lines.push(r.problems.length ? r.problems.map((p) => '  PROBLEM: ' + p).join('\n') : `  ok: loads on glibc >= ${GLIBC_FLOOR} with no C++ runtime installed`);
+  lines.push(r.problems.length ? r.problems.map((p) => '  PROBLEM: ' + p).join('\n') : `  ok: loads on glibc >= ${r.glibcFloor} with no C++ runtime installed`);
   return lines.join('\n');
 }
 
-module.exports = { auditBinary, binariesUnder, GLIBC_FLOOR };
+module.exports = { auditBinary, binariesUnder, buildRecord, hostGlibc, GLIBC_FLOOR };
 
 if (require.main === module) {
-  const args = process.argv.slice(2);
-  const files = (args.length ? args : [path.join(__dirname, '..', 'prebuilds')]).flatMap(binariesUnder);
+  const argv = process.argv.slice(2);
+  const flags = new Set(argv.filter((a) => a.startsWith('--')));
+  for (const f of flags) if (!['--host', '--summary', '--record'].includes(f)) {
+    console.error(`audit-prebuilds: unknown option ${f} (--host, --summary, --record)`);
+    process.exit(2);
+  }
+  const host = flags.has('--host') || process.env.COVPOOL_PREBUILD_HOST === '1';
+  const prebuilds = path.join(__dirname, '..', 'prebuilds');
+  const args = argv.filter((a) => !a.startsWith('--'));
+  const files = (args.length ? args : [prebuilds]).flatMap(binariesUnder);
   if (!files.length) {
     console.error('audit-prebuilds: no .node files found (build them with `npm run build:prebuilt`)');
     process.exit(1);
   }
-  let bad = 0;
-  for (const f of files) {
-    const r = auditBinary(f);
-    console.log(report(r));
-    if (r.problems.length) bad++;
+  const results = files.map((f) => auditBinary(f, { host }));
+  for (const r of results) {
+    if (!flags.has('--summary')) console.log(report(r));
+    else console.log(`${path.relative(process.cwd(), r.file)} (${r.machine}): GLIBC up to ${r.glibcMax}${r.problems.length ? `; ${r.problems.length} PROBLEM(S), first: ${r.problems[0]}` : ''}`);
   }
-  process.exit(bad ? 1 : 0);
+  const bad = results.filter((r) => r.problems.length).length;
+  if (bad) {
+    console.error(`audit-prebuilds: ${bad} of ${results.length} binaries break the rules (PROBLEM lines above)`);
+    process.exit(1);
+  }
+  const record = buildRecord(results, prebuilds, host);
+  if (host) {
+    console.log(
+      `audit-prebuilds: built on this machine (COVPOOL_PREBUILD_HOST=1), these binaries load on glibc >= ${record.glibc} only ` +
+        `(this machine: glibc ${hostGlibc()}), not on older systems. The published tarball's floor, glibc ${GLIBC_FLOOR}, ` +
+        'needs the Debian 11 build (npm pack as root, without COVPOOL_PREBUILD_HOST).',
+    );
+  } else {
+    console.log(`audit-prebuilds: the binaries load on glibc >= ${record.glibc} and need no C++ runtime`);
+  }
+  if (flags.has('--record')) {
+    fs.writeFileSync(path.join(prebuilds, 'build.json'), JSON.stringify(record, null, 2) + '\n');
+    console.log(`audit-prebuilds: recorded in ${path.relative(process.cwd(), path.join(prebuilds, 'build.json'))}`);
+  }
 }

@@ -7,6 +7,9 @@
 # picks it (it sits in a subfolder), so the CPU binary stays the default everywhere.
 # Where no CUDA toolkit with cuBLAS/cuSOLVER can be found or assembled (scripts/cuda-toolkit.sh),
 # it says so and the tarball carries the CPU binary only.
+# As root it builds in Debian 11 (glibc >= 2.28, like the CPU prebuild); with COVPOOL_PREBUILD_HOST=1
+# (or without root) on this machine, no chroot: the binary then needs this machine's glibc at most,
+# and the audit checks it against that.
 # Usage: bash scripts/build-cuda-prebuilt.sh   (npm run build:prebuilt:cuda; npm pack runs it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +23,7 @@ arch="${CUDA_ARCH:-80-real;90}"
 mkdir -p build-cmake prebuilds/linux-x64/cuda
 pkg="$(pwd -P)"
 cmake_args=(--CDCOVPOOL_CUDA=ON "--CDCUDAToolkit_ROOT=$toolkit" "--CDCMAKE_CUDA_ARCHITECTURES=$arch" --CDCOVPOOL_STATIC_LINK=ON)
+audit_args=()
 
 if [ "${COVPOOL_PREBUILD_HOST:-}" != 1 ] && [ -f scripts/chroot/debian.sh ] && [ "$(id -u)" = 0 ]; then
   # In Debian 11, like the CPU prebuild (scripts/build-prebuilt.sh): linked against glibc 2.31 with
@@ -53,11 +57,13 @@ if [ "${COVPOOL_PREBUILD_HOST:-}" != 1 ] && [ -f scripts/chroot/debian.sh ] && [
   strip --strip-unneeded -o prebuilds/linux-x64/cuda/covpool-cuda.node "$built"
   cp "$root$pkg/build-cmake/cuda-prebuild/build.ninja" build-cmake/cuda-prebuild.ninja 2>/dev/null || true
 else
-  [ -f scripts/chroot/debian.sh ] && say "NOTICE: building on this machine (COVPOOL_PREBUILD_HOST=1 or not root): the binary needs this machine's glibc"
+  if [ "${COVPOOL_PREBUILD_HOST:-}" = 1 ]; then why="COVPOOL_PREBUILD_HOST=1"; else why="not root: no Debian 11 chroot"; fi
+  say "building on this machine ($why): the binary will need up to this machine's glibc ($(getconf GNU_LIBC_VERSION 2>/dev/null | sed 's/^glibc //' || true)) instead of 2.28"
+  audit_args=(--host)
   say "toolkit $toolkit, architectures $arch"
   PATH="$toolkit/bin:$PATH" npx cmake-js compile --out build-cmake/cuda-prebuild "${cmake_args[@]}" >build-cmake/cuda-prebuild.log 2>&1 \
     || { tail -40 build-cmake/cuda-prebuild.log; exit 1; }
   strip --strip-unneeded -o prebuilds/linux-x64/cuda/covpool-cuda.node build-cmake/cuda-prebuild/Release/covpool.node
 fi
 say "prebuilds/linux-x64/cuda/covpool-cuda.node ($(du -h prebuilds/linux-x64/cuda/covpool-cuda.node | cut -f1))"
-if [ -f scripts/audit-prebuilds.js ]; then node scripts/audit-prebuilds.js prebuilds/linux-x64/cuda; fi
+if [ -f scripts/audit-prebuilds.js ]; then node scripts/audit-prebuilds.js ${audit_args[@]+"${audit_args[@]}"} prebuilds/linux-x64/cuda; fi

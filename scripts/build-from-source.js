@@ -1,12 +1,15 @@
 #!/usr/bin/env node
-// Builds the addon from source (node-gyp, binding.gyp) into build/Release, which the loader prefers
-// over the prebuilt binaries. The package has no install script, so npm never asks to approve one:
+// Builds the addon from source (node-gyp, native/binding.gyp) into build/Release, which the loader
+// prefers over the prebuilt binaries. The package has no install script, so npm never asks to approve one:
 // where a prebuilt binary matches (linux-x64, linux-arm64 with glibc >= 2.28) nothing needs building,
 // and elsewhere `require('covpool')` fails with the message of sourceBuildHelp() below, which names
 // this command:
 //   npx covpool-build            in a project that depends on covpool
 //   npm run build:native         in a clone of the repository
 // Before building, it checks the prerequisites and says exactly what is missing and how to get it.
+// In the repository it builds through the top-level binding.gyp; the package has none (npm would
+// then compile on every reinstall and `npm ci`), so there it builds native/binding.gyp in native/
+// and moves the addon to build/Release, where the loader looks.
 'use strict';
 const { spawnSync } = require('child_process');
 const fs = require('fs');
@@ -87,13 +90,24 @@ function main() {
     console.error('covpool: node-gyp not found; install it with `npm install -g node-gyp` and run this again');
     process.exit(1);
   }
+  // The repository's top-level binding.gyp builds into build/; an installed package has only
+  // native/binding.gyp, which node-gyp builds into native/build/.
+  const topLevel = fs.existsSync(path.join(root, 'binding.gyp'));
+  const gypDir = topLevel ? root : path.join(root, 'native');
   console.log(`covpool: building from source in ${root}`);
-  const r = spawnSync(process.execPath, [nodeGyp, 'rebuild'], { cwd: root, stdio: 'inherit' });
+  const r = spawnSync(process.execPath, [nodeGyp, 'rebuild'], { cwd: gypDir, stdio: 'inherit' });
   if (r.status !== 0) {
     console.error(`covpool: the source build failed (see above). It needs a C++17 compiler, make, python3 and the OpenBLAS/LAPACKE development files (Debian/Ubuntu: ${DEBIAN_PACKAGES}).`);
     process.exit(r.status || 1);
   }
   const built = path.join(root, 'build', 'Release', 'covpool.node');
+  if (!topLevel) {
+    // The addon where node-gyp-build looks first; node-gyp's intermediate files are not needed.
+    fs.mkdirSync(path.dirname(built), { recursive: true });
+    fs.rmSync(built, { force: true });
+    fs.renameSync(path.join(gypDir, 'build', 'Release', 'covpool.node'), built);
+    fs.rmSync(path.join(gypDir, 'build'), { recursive: true, force: true });
+  }
   require(built); // fails loudly here rather than at the user's first require
   console.log(`covpool: built ${built}; require('covpool') now uses it`);
 }

@@ -14,20 +14,31 @@
 # Needs root (debootstrap, chroot, mount); the build systems are cached (scripts/chroot/debian.sh).
 # The package's own build/ folder is left alone (each build works on a copy of the sources inside).
 #   COVPOOL_PREBUILD_ARCHS   which to build, default "x64 arm64"
-#   COVPOOL_PREBUILD_HOST=1  build for this machine's architecture on this machine instead (no root
-#                            needed): the binary then needs this machine's glibc, and the audit says so.
+#   COVPOOL_PREBUILD_HOST=1  build for this machine's architecture on this machine instead (no root,
+#                            chroot or apt): the binary then needs the glibc version it was linked
+#                            against (at most this machine's) instead of 2.28; the audit prints it.
+#                            It still needs the static OpenBLAS/LAPACKE (Debian: libopenblas-dev,
+#                            liblapacke-dev), g++, make and python3.
 # Usage: bash scripts/build-prebuilt.sh        (npm run build:prebuilt; npm pack runs it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkg="$(pwd -P)"
 
 if [ "${COVPOOL_PREBUILD_HOST:-}" = 1 ]; then
-  echo "covpool prebuild: building on this machine (COVPOOL_PREBUILD_HOST=1): the binary needs this machine's glibc"
-  exec npm run build:prebuilt:here
+  arch="$(node -p process.arch)"
+  echo "covpool prebuild: linux-$arch on this machine (COVPOOL_PREBUILD_HOST=1; ${COVPOOL_PREBUILD_ARCHS:+COVPOOL_PREBUILD_ARCHS is ignored: }this machine's architecture only): the binary will need up to this machine's glibc ($(getconf GNU_LIBC_VERSION 2>/dev/null | sed 's/^glibc //' || true)) instead of 2.28"
+  # This Node's own headers where it has them (N-API binaries do not depend on the Node version),
+  # so nothing is downloaded; otherwise node-gyp fetches them.
+  node_prefix="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"
+  if [ -z "${npm_config_nodedir:-}" ] && [ -f "$node_prefix/include/node/node_api.h" ]; then export npm_config_nodedir="$node_prefix"; fi
+  npm run build:prebuilt:here
+  node scripts/audit-prebuilds.js --host "prebuilds/linux-$arch/covpool.glibc.node"
+  exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-  echo "covpool prebuild: building the tarball's binaries needs root (Debian 11 chroots: see scripts/build-prebuilt.sh)." >&2
-  echo "  Run as root, or set COVPOOL_PREBUILD_HOST=1 to build against this machine's glibc instead." >&2
+  echo "covpool prebuild: building the tarball's binaries for glibc >= 2.28 needs root (Debian 11 chroots: see scripts/build-prebuilt.sh)." >&2
+  echo "  Run as root, or set COVPOOL_PREBUILD_HOST=1 to build on this machine, for its glibc, without root:" >&2
+  echo "    COVPOOL_PREBUILD_HOST=1 npm pack" >&2
   exit 1
 fi
 
@@ -76,5 +87,6 @@ build_arch() {
   rm -rf "$work"; work=""
 }
 
-for arch in ${COVPOOL_PREBUILD_ARCHS:-x64 arm64}; do build_arch "$arch"; done
-node scripts/audit-prebuilds.js prebuilds
+archs="${COVPOOL_PREBUILD_ARCHS:-x64 arm64}"
+for arch in $archs; do build_arch "$arch"; done
+node scripts/audit-prebuilds.js $(for arch in $archs; do echo "prebuilds/linux-$arch/covpool.glibc.node"; done)

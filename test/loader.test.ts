@@ -8,7 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
-const { auditBinary } = require('../scripts/audit-prebuilds.js');
+const { auditBinary, buildRecord } = require('../scripts/audit-prebuilds.js');
 
 function loadNativeWith(env: Record<string, string | undefined>, nodeGypBuild?: () => unknown): () => unknown {
   let load: () => unknown = () => undefined;
@@ -53,6 +53,38 @@ describe('loader errors', () => {
       expect(load).toThrow(/`npx covpool-build`/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a binary that needs a newer glibc: says which glibc it needs', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'covpool-loader-'));
+    const bad = path.join(dir, 'needs-newer-glibc.js'); // throws what dlopen says on an older glibc
+    fs.writeFileSync(bad, "throw new Error(\"/lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.38' not found (required by covpool.glibc.node)\");");
+    try {
+      const load = loadNativeWith({ COVPOOL_ADDON: bad });
+      expect(load).toThrow(/version `GLIBC_2\.38' not found/);
+      expect(load).toThrow(/is older than the binary needs \(glibc >= \d+\.\d+\)/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('the glibc floor comes from prebuilds/build.json: 2.28 without one, and a host-built tarball says so', () => {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const { glibcAdvice } = require('../lib/prebuilds') as typeof import('../lib/prebuilds');
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'covpool-record-'));
+    const cause = "/lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.34' not found (required by covpool.glibc.node)";
+    try {
+      expect(glibcAdvice(root, 'some other error')).toBe('');
+      expect(glibcAdvice(root, cause)).toMatch(/older than the binary needs \(glibc >= 2\.28\)\.$/);
+      fs.mkdirSync(path.join(root, 'prebuilds'));
+      const rec = { glibc: '2.36', host: true, builtOn: 'this machine (COVPOOL_PREBUILD_HOST=1): Debian GNU/Linux 12 (bookworm), glibc 2.36' };
+      fs.writeFileSync(path.join(root, 'prebuilds', 'build.json'), JSON.stringify(rec));
+      const advice = glibcAdvice(root, cause);
+      expect(advice).toMatch(/older than the binary needs \(glibc >= 2\.36\)/);
+      expect(advice).toMatch(/built on this machine \(COVPOOL_PREBUILD_HOST=1\): Debian GNU\/Linux 12 \(bookworm\), glibc 2\.36, for that glibc; the published package needs glibc >= 2\.28/);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
     }
   });
 });
@@ -153,7 +185,19 @@ describe('binary audit (scripts/audit-prebuilds.js)', () => {
       'extern "C" int start() { pthread_t t; return pthread_create(&t, 0, f, 0); }\n', ['-static-libgcc']);
     const r = auditBinary(newer);
     expect(r.glibcMax).toBe('2.34');
-    expect(r.problems).toEqual(['needs pthread_create@GLIBC_2.34, newer than GLIBC_2.28 (build it in Debian 11: scripts/build-prebuilt.sh)']);
+    expect(r.problems).toEqual([
+      'needs pthread_create@GLIBC_2.34, newer than GLIBC_2.28 (build it in Debian 11, as root: scripts/build-prebuilt.sh; or build for this machine\'s glibc with COVPOOL_PREBUILD_HOST=1)',
+    ]);
+    expect(r.glibcFloor).toBe('2.28');
+    // Built on this machine (COVPOOL_PREBUILD_HOST=1): the same rules, but the floor is what it needs.
+    const h = auditBinary(newer, { host: true });
+    expect(h.problems).toEqual([]);
+    expect(h.glibcFloor).toBe('2.34');
+    const rec = buildRecord([h, { ...h, file: path.join(dir, 'x', 'other.node'), glibcFloor: '2.17', glibcMax: '2.17' }], dir, true);
+    expect(rec.glibc).toBe('2.34');
+    expect(rec.host).toBe(true);
+    expect(rec.binaries).toEqual({ 'newer.node': { machine: h.machine, glibc: '2.34' }, 'x/other.node': { machine: h.machine, glibc: '2.17' } });
+    expect(rec.builtOn).toMatch(/^this machine \(COVPOOL_PREBUILD_HOST=1\): .*, glibc \d+\.\d+$/);
 
     const old = build('old', '#include <pthread.h>\n__asm__(".symver pthread_create_old, pthread_create@GLIBC_2.2.5");\n' +
       'extern "C" int pthread_create_old(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);\n' +

@@ -2,10 +2,16 @@
 // it, whoever added it) link OpenBLAS/LAPACKE and the C++ runtime statically and need no glibc symbol
 // version above 2.28 (scripts/audit-prebuilds.js), and that tarball must install into an empty
 // project with npm's defaults without an install-script approval warning (it has no install script)
-// and compute a correct layer forward/backward there. With COVPOOL_OLD_SYSTEM_CHECK=1 (as root) it
+// and compute a correct layer forward/backward there. Reinstalls must not compile either: with no
+// compiler on the machine, `npm install` again and `npm ci` from the lockfile load the prebuilt
+// binary (the package has no binding.gyp at its root, which would make npm run `node-gyp rebuild`),
+// while `npx covpool-build` still builds from source. With COVPOOL_OLD_SYSTEM_CHECK=1 (as root) it
 // is also installed and run in a fresh Debian 11 (glibc 2.31) by scripts/check-tarball-old-system.sh.
 //
 // Slow (it builds the static binaries in a Debian 11 chroot): runs when COVPOOL_PACKAGE_TEST=1, as CI does.
+// With COVPOOL_PREBUILD_HOST=1 as well, the tarball is packed without root, its binaries built on
+// this machine: they are audited against this machine's glibc instead of 2.28, and the x64 binary
+// only is expected (the Debian 11 check is skipped: such binaries need this machine's glibc).
 import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -15,9 +21,19 @@ import * as path from 'path';
 const { auditBinary, binariesUnder, GLIBC_FLOOR } = require('../scripts/audit-prebuilds.js');
 
 const enabled = process.env.COVPOOL_PACKAGE_TEST === '1';
+const hostBuild = process.env.COVPOOL_PREBUILD_HOST === '1';
 const root = path.resolve(__dirname, '..');
-if (!enabled) console.log('test/package.test.ts skipped: set COVPOOL_PACKAGE_TEST=1 to pack, install and run the tarball');
 const maybe = enabled ? describe : describe.skip;
+if (!enabled) {
+  // Jest prints nothing for a file whose tests are all skipped, not even its console output: this
+  // one test runs to say why the others do not.
+  test('skipped: the packed-package checks run with COVPOOL_PACKAGE_TEST=1', () => {
+    console.log(
+      'test/package.test.ts: skipped (slow): set COVPOOL_PACKAGE_TEST=1 to pack, audit, install and reinstall the tarball ' +
+        '(as root: binaries built in Debian 11 chroots; add COVPOOL_PREBUILD_HOST=1 to build them on this machine without root)',
+    );
+  });
+}
 // cuBLAS/cuSOLVER for the CUDA binary's with-libraries check: the toolkit scripts/cuda-toolkit.sh
 // assembles (CI), or COVPOOL_TEST_CUDA_LIBS.
 const toolkitLibs = process.env.COVPOOL_TEST_CUDA_LIBS ?? path.join(root, 'build-cmake', 'cuda-toolkit', 'lib64');
@@ -88,22 +104,34 @@ maybe('npm pack -> install into an empty project', () => {
     if (work) fs.rmSync(work, { recursive: true, force: true });
   });
 
-  test('the tarball carries the prebuilt binary and no build outputs', () => {
+  test('the tarball carries the prebuilt binary, its glibc floor, no build outputs and no root binding.gyp', () => {
     const list = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
     expect(list).toContain('package/prebuilds/linux-x64/covpool.glibc.node');
     expect(list).toContain('package/dist/lib/index.js');
     expect(list).toContain('package/dist/lib/index.d.ts');
     expect(list.some((f) => f.startsWith('package/build/'))).toBe(false);
     expect(list.some((f) => f.startsWith('package/test/'))).toBe(false);
+    // A root binding.gyp (any root *.gyp) would make npm compile on a reinstall and on `npm ci`.
+    expect(list.filter((f) => /^package\/[^/]*\.gyp$/.test(f))).toEqual([]);
+    expect(list).toContain('package/native/binding.gyp');
+    // Built in Debian 11 (npm pack as root): the recorded floor is the published one. Built on this
+    // machine: the highest GLIBC version its binaries need.
+    const record = JSON.parse(fs.readFileSync(path.join(unpacked, 'package', 'prebuilds', 'build.json'), 'utf8'));
+    if (!hostBuild) expect(record).toMatchObject({ glibc: GLIBC_FLOOR, host: false });
+    else {
+      const needed = binariesUnder(path.join(unpacked, 'package')).map((b: string) => auditBinary(b, { host: true }).glibcFloor);
+      expect(record).toMatchObject({ glibc: needed.sort((a: string, b: string) => a.localeCompare(b, 'en', { numeric: true })).pop(), host: true });
+      console.log(`the tarball's binaries were built on ${record.builtOn}; they need glibc >= ${record.glibc}`);
+    }
   });
 
-  test(`every binary in the tarball needs only the C library, at most GLIBC_${GLIBC_FLOOR}`, () => {
+  test(`every binary in the tarball needs only the C library, at most GLIBC_${hostBuild ? "<this machine's>" : GLIBC_FLOOR}`, () => {
     const binaries: string[] = binariesUnder(path.join(unpacked, 'package'));
     const names = binaries.map((b) => path.relative(path.join(unpacked, 'package'), b));
     expect(names).toContain('prebuilds/linux-x64/covpool.glibc.node');
-    expect(names).toContain('prebuilds/linux-arm64/covpool.glibc.node');
+    if (!hostBuild) expect(names).toContain('prebuilds/linux-arm64/covpool.glibc.node');
     for (const b of binaries) {
-      const r = auditBinary(b);
+      const r = auditBinary(b, { host: hostBuild });
       console.log(`${path.relative(unpacked, b)}: ${r.machine}; needs ${r.needed.join(', ')}; GLIBC up to ${r.glibcMax}`);
       expect({ binary: path.relative(unpacked, b), problems: r.problems }).toEqual({ binary: path.relative(unpacked, b), problems: [] });
     }
@@ -137,9 +165,10 @@ maybe('npm pack -> install into an empty project', () => {
     fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
     // Offline: the tarball's only runtime dependency (node-gyp-build, node-addon-api) come from
     // this machine's npm cache, which the repository's own install filled.
-    const install = execFileSync('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: app, encoding: 'utf8', stdio: 'pipe' });
-    // npm 11 lists packages whose install scripts it did not run; covpool must not be one of them.
-    expect(install.split('\n').filter((l) => /install-scripts/.test(l) && /covpool/.test(l))).toEqual([]);
+    const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: app, encoding: 'utf8' });
+    expect(install.status).toBe(0);
+    // npm 11 lists packages whose install scripts it did not run (on stderr); covpool must not be one of them.
+    expect((install.stdout + install.stderr).split('\n').filter((l) => /install-scripts/.test(l) && /covpool/.test(l))).toEqual([]);
     const script = `
       const c = require('covpool');
       const B = 2, C = 6, N = 4;                       // N < C: singular covariances
@@ -205,7 +234,72 @@ maybe('npm pack -> install into an empty project', () => {
     }
   });
 
-  const oldSystem = process.env.COVPOOL_OLD_SYSTEM_CHECK === '1' ? test : test.skip;
+  test('reinstalls (npm install again, npm ci from the lockfile) compile nothing and load the prebuilt binary, with no compiler; npx covpool-build still builds', () => {
+    const app = path.join(work, 'app-reinstall');
+    fs.mkdirSync(app);
+    fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
+    const installed = path.join(app, 'node_modules', 'covpool');
+    const prebuilt = path.join(installed, 'prebuilds', 'linux-x64', 'covpool.glibc.node');
+    const localBuild = path.join(installed, 'build', 'Release', 'covpool.node');
+
+    // No compiler: CC/CXX fail, and PATH holds only node and sh (no gcc, g++, c++, cc, make, python3),
+    // so any compile npm started would fail the step.
+    const bin = path.join(work, 'no-compiler-bin');
+    fs.mkdirSync(bin);
+    fs.symlinkSync(process.execPath, path.join(bin, 'node'));
+    fs.symlinkSync('/bin/sh', path.join(bin, 'sh'));
+    const noCompiler: NodeJS.ProcessEnv = { ...process.env, PATH: bin, CC: '/bin/false', CXX: '/bin/false' };
+    const npmCli = fs.realpathSync(execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim());
+    const npxCli = path.join(path.dirname(npmCli), 'npx-cli.js');
+    const npm = (args: string[], env: NodeJS.ProcessEnv) => {
+      const r = spawnSync(process.execPath, [npmCli, ...args, '--no-audit', '--no-fund', '--prefer-offline'], { cwd: app, env, encoding: 'utf8' });
+      return { status: r.status, output: r.stdout + r.stderr };
+    };
+    /** What require('covpool') loads in the app, and a square root computed with it. */
+    const probe = (env: NodeJS.ProcessEnv) =>
+      JSON.parse(
+        execFileSync(
+          process.execPath,
+          ['-e', "const c = require('covpool'); const s = c.sqrtmSync(new c.Tensor(new Float64Array([4, 0, 0, 9]), [1, 2, 2]), { method: 'svd' }); console.log(JSON.stringify({ binary: c.backendInfo().binary, s: Array.from(s.output.data) }))"],
+          { cwd: app, env, encoding: 'utf8' },
+        ),
+      );
+    const env: NodeJS.ProcessEnv = { ...noCompiler };
+    delete env.COVPOOL_ADDON;
+    /** A step that must compile nothing: it succeeds, prints no install-script or node-gyp line, leaves no build folder. */
+    const expectPrebuiltOnly = (step: string, r: { status: number | null; output: string }) => {
+      expect({ step, status: r.status, output: r.status === 0 ? '' : r.output }).toEqual({ step, status: 0, output: '' });
+      const lines = r.output.split('\n').filter((l) => /install-scripts|gyp|\(install: |compil/i.test(l));
+      expect({ step, lines }).toEqual({ step, lines: [] });
+      for (const d of ['build', path.join('native', 'build')]) expect({ step, built: fs.existsSync(path.join(installed, d)) }).toEqual({ step, built: false });
+      const p = probe(env);
+      expect({ step, binary: p.binary }).toEqual({ step, binary: prebuilt });
+      expect(p.s[0]).toBeCloseTo(2, 10);
+      expect(p.s[3]).toBeCloseTo(3, 10);
+    };
+
+    expectPrebuiltOnly('npm install <tarball>', npm(['install', tarball], noCompiler));
+    const lock = JSON.parse(fs.readFileSync(path.join(app, 'package-lock.json'), 'utf8'));
+    expect(lock.packages['node_modules/covpool'].hasInstallScript).toBeUndefined();
+    expectPrebuiltOnly('npm install (again)', npm(['install'], noCompiler));
+    fs.rmSync(path.join(app, 'node_modules'), { recursive: true });
+    expectPrebuiltOnly('npm ci (from the lockfile)', npm(['ci'], noCompiler));
+
+    // With the compiler: `npx covpool-build` builds from source (native/binding.gyp) into
+    // build/Release, which the loader then prefers; it leaves no root binding.gyp behind, so a later
+    // reinstall still compiles nothing.
+    const build = spawnSync(process.execPath, [npxCli, '--no', 'covpool-build'], { cwd: app, encoding: 'utf8' });
+    expect({ status: build.status, output: build.status === 0 ? '' : build.stdout + build.stderr }).toEqual({ status: 0, output: '' });
+    expect(build.stdout).toContain(`covpool: built ${localBuild}`);
+    expect(fs.existsSync(path.join(installed, 'binding.gyp'))).toBe(false);
+    expect(fs.existsSync(path.join(installed, 'native', 'build'))).toBe(false);
+    expect(probe(env).binary).toBe(localBuild);
+    const again = npm(['install'], noCompiler);
+    expect(again.status).toBe(0);
+    expect(again.output.split('\n').filter((l) => /install-scripts|gyp|\(install: /.test(l))).toEqual([]);
+  }, 600000);
+
+  const oldSystem = process.env.COVPOOL_OLD_SYSTEM_CHECK === '1' && !hostBuild ? test : test.skip;
   oldSystem('installs with npm defaults and runs a layer in a fresh Debian 11 (glibc 2.31, no compiler), x64 and arm64 (qemu)', () => {
     const out = execFileSync('bash', [path.join(root, 'scripts', 'check-tarball-old-system.sh'), tarball, 'bullseye'], { encoding: 'utf8', stdio: 'pipe' });
     console.log(out);
