@@ -84,7 +84,8 @@ describe('package hygiene', () => {
     // notwithstanding): the package would compile instead of loading its prebuilt binary.
     expect(files.filter((f) => !f.includes('/') && f.endsWith('.gyp'))).toEqual([]);
     const dev = files.filter((f) =>
-      /^(dist\/(bench|examples)\/|bench\/|docs\/|test\/|reports\/|\.ci\/|scripts\/chroot\/|build\/|build-cmake\/|gpu-bundle\/)/.test(f) ||
+      // native/cuda/test: the GPU test driver and the emulated CUDA device, a test build never shipped
+      /^(dist\/(bench|examples)\/|bench\/|docs\/|test\/|reports\/|\.ci\/|scripts\/chroot\/|build\/|build-cmake\/|gpu-bundle\/|native\/cuda\/test\/)/.test(f) ||
       (f.startsWith('scripts/') && !['scripts/build-from-source.js', 'scripts/blas-paths.js'].includes(f)),
     );
     expect(dev).toEqual([]);
