@@ -2,8 +2,8 @@
 // Builds the addon from source (node-gyp, native/binding.gyp) into build/Release, which the loader
 // prefers over the prebuilt binaries. The package has no install script, so npm never asks to approve one:
 // where a prebuilt binary matches (linux-x64, linux-arm64 with glibc >= 2.28) nothing needs building,
-// and elsewhere `require('covpool')` fails with the message of sourceBuildHelp() below, which names
-// this command:
+// and elsewhere the first call that needs the addon fails with the message of sourceBuildHelp()
+// below (require itself succeeds), which names this command:
 //   npx covpool-build            in a project that depends on covpool
 //   npm run build:native         in a clone of the repository
 // Before building, it checks the prerequisites and says exactly what is missing and how to get it.

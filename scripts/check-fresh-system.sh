@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Proves the README's Quick start on really fresh machines: in minimal Debian systems
+# Proves the README's two from-source commands (Install) on really fresh machines: in minimal Debian systems
 # (debootstrap --variant=minbase: no compiler, no make, no python3, no BLAS) with only this machine's
 # Node installation added, a copy of the repository runs, exactly as the README says,
 #   bash scripts/setup.sh && npm run demo

@@ -119,7 +119,7 @@ template <class T> COVPOOL_HD T coefficient(const KParams& k, int i, int j, T li
     }
     case Method::SVD_PI: {
       // Power iteration with deflation from the largest eigenvalue down: the two triangles get
-      // different degrees (S_T above the diagonal, S_{T-1} below; see the README).
+      // different degrees (S_T above the diagonal, S_{T-1} below; docs/methods.md).
       const int T_ = k.iterations;
       if (i < j) return geometric<T>(T_ - 1, li / lj) / lj;
       return T_ >= 2 ? -geometric<T>(T_ - 2, lj / li) / li : T(0);
