@@ -1,7 +1,7 @@
 // The GCP meta-layer: features -> covariance -> matrix square root -> upper-triangle vector,
 // with a backward pass, a method that may change between steps, and the hybrid-schedule helper.
 import { MethodSpec, MethodOptions, toMethodOptions } from './methods';
-import { NativeControl, addonFor, cuda, explainNativeError, native } from './native';
+import { NativeControl, NativeForwardResult, addonFor, cuda, explainNativeError, native } from './native';
 import {
   BackwardOptions,
   BackwardState,
@@ -10,12 +10,14 @@ import {
   DataFormat,
   ForwardResult,
   backwardImpl,
+  binaryOf,
   canonicalDataFormat,
   controlled,
   featureDims,
   isGenuineState,
   promised,
   stateBatch,
+  tensorOf,
   triangleSize,
 } from './ops';
 import { Tensor, TensorInput, formatValue, isDetached } from './tensor';
@@ -104,7 +106,11 @@ export class CovPoolLayer {
    * `options.signal` cancels it between batch items; `options.onProgress` reports finished items.
    */
   forward(x: TensorInput, options?: CallOptions): Promise<ForwardResult> {
-    return promised(() => controlled(options, batchOf(x), (c) => this.forwardImpl(x, true, c) as Promise<ForwardResult>, () => addonFor(this.opts.device)));
+    return promised(() =>
+      controlled(options, batchOf(x), (c) => this.forwardImpl(x, true, c) as Promise<ForwardResult>, () =>
+        x instanceof Tensor && x.deviceSide ? binaryOf(x) : addonFor(this.opts.device),
+      ),
+    );
   }
   forwardSync(x: TensorInput): ForwardResult {
     return this.forwardImpl(x, false) as ForwardResult;
@@ -129,16 +135,25 @@ export class CovPoolLayer {
   private forwardImpl(xIn: TensorInput, async: boolean, control?: NativeControl): ForwardResult | Promise<ForwardResult> {
     const x = Tensor.from(xIn);
     const { B, C, N } = featureDims(x.shape, this.dataFormat);
-    if (B > 0 && isDetached(x.data)) throw new TypeError('covpool: features: its ArrayBuffer was detached (transferred) after the tensor was made');
+    if (B > 0 && !x.deviceSide && isDetached(x.data)) throw new TypeError('covpool: features: its ArrayBuffer was detached (transferred) after the tensor was made');
     const outShape = this.vectorize ? [B, triangleSize(C)] : [B, C, C];
-    const addon = addonFor(this.opts.device);
-    const wrap = (r: { output: Float32Array | Float64Array; state: never }): ForwardResult => {
+    // Device-resident features run where they are, which must be where this layer runs.
+    if (x.deviceSide && x.device !== this.device)
+      throw new TypeError(
+        `covpool: the features are on ${x.device} but this layer runs on ${this.device} (device: '${this.opts.device ?? 'cpu'}'): ` +
+          `create the layer with device: '${x.device}' (or 'auto'), or move the features with .to('${this.device}')`,
+      );
+    x.requireLive('the features');
+    const addon = x.deviceSide ? x.deviceSide.addon : addonFor(this.opts.device);
+    const opts = x.deviceSide ? { ...this.opts, device: x.device } : this.opts;
+    const data = x.deviceSide ? x.deviceSide.handle : x.data;
+    const wrap = (r: NativeForwardResult): ForwardResult => {
       const state = new BackwardState(r.state, 'layer', x.shape, outShape, addon);
       this.own.add(state);
-      return { output: new Tensor(r.output, outShape), state };
+      return { output: tensorOf(r.output, outShape, x.dtype, addon, state.device), state };
     };
-    const r = explainNativeError(() => addon.layer(x.data, B, C, N, this.opts, this.vectorize, this.dataFormat === 'channelsLast', control, async));
-    return async ? (r as Promise<never>).then(wrap) : wrap(r as never);
+    const r = explainNativeError(() => addon.layer(data, B, C, N, opts, this.vectorize, this.dataFormat === 'channelsLast', control, async));
+    return async ? (r as Promise<NativeForwardResult>).then(wrap) : wrap(r as NativeForwardResult);
   }
 
   private checkOwn(state: BackwardState): void {

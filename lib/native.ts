@@ -6,12 +6,18 @@ export type NativeArray = Float32Array | Float64Array;
 /** Opaque handle of a backward state (a type-tagged N-API external). */
 export type NativeState = { readonly __covpoolState: unique symbol };
 
+/** Opaque handle of a device-resident tensor's memory (a type-tagged native object, like a state's). */
+export type NativeDeviceTensor = { readonly __covpoolDeviceTensor: unique symbol };
+
+/** The data an op takes and gives: a host array, or a device tensor's handle (kept where it is). */
+export type NativeData = NativeArray | NativeDeviceTensor;
+
 /** Opaque handle of a call's cancellation/progress control (a type-tagged N-API external). */
 export type NativeControl = { readonly __covpoolControl: unique symbol };
 type Ctl = NativeControl | undefined;
 
 export interface NativeForwardResult {
-  output: NativeArray;
+  output: NativeData;
   state: NativeState;
 }
 
@@ -35,21 +41,22 @@ export interface NativeStateInfo {
 
 export interface NativeAddon {
   // Every op takes a control token (or undefined) just before its trailing async flag.
-  covpool(x: NativeArray, B: number, C: number, N: number, channelsLast: boolean, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
-  covpoolBackward(x: NativeArray, dA: NativeArray, B: number, C: number, N: number, channelsLast: boolean, control: Ctl, async: boolean):
-    | NativeArray
-    | Promise<NativeArray>;
-  triuvec(s: NativeArray, B: number, C: number, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
-  triuvecBackward(dy: NativeArray, B: number, C: number, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
-  eigh(a: NativeArray, B: number, C: number, control: Ctl, async: boolean):
-    | { values: NativeArray; vectors: NativeArray }
-    | Promise<{ values: NativeArray; vectors: NativeArray }>;
-  sqrtm(a: NativeArray, B: number, C: number, options: object, control: Ctl, async: boolean): NativeForwardResult | Promise<NativeForwardResult>;
-  layer(x: NativeArray, B: number, C: number, N: number, options: object, vectorize: boolean, channelsLast: boolean, control: Ctl, async: boolean):
+  // `device` (ops without a state): where host arrays run; device tensors run where they are.
+  covpool(x: NativeData, B: number, C: number, N: number, channelsLast: boolean, device: string | undefined, control: Ctl, async: boolean): NativeData | Promise<NativeData>;
+  covpoolBackward(x: NativeData, dA: NativeData, B: number, C: number, N: number, channelsLast: boolean, device: string | undefined, control: Ctl, async: boolean):
+    | NativeData
+    | Promise<NativeData>;
+  triuvec(s: NativeData, B: number, C: number, device: string | undefined, control: Ctl, async: boolean): NativeData | Promise<NativeData>;
+  triuvecBackward(dy: NativeData, B: number, C: number, device: string | undefined, control: Ctl, async: boolean): NativeData | Promise<NativeData>;
+  eigh(a: NativeData, B: number, C: number, device: string | undefined, control: Ctl, async: boolean):
+    | { values: NativeData; vectors: NativeData }
+    | Promise<{ values: NativeData; vectors: NativeData }>;
+  sqrtm(a: NativeData, B: number, C: number, options: object, control: Ctl, async: boolean): NativeForwardResult | Promise<NativeForwardResult>;
+  layer(x: NativeData, B: number, C: number, N: number, options: object, vectorize: boolean, channelsLast: boolean, control: Ctl, async: boolean):
     | NativeForwardResult
     | Promise<NativeForwardResult>;
-  backward(state: NativeState, dOut: NativeArray, release: boolean, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
-  coefficients(values: Float64Array, B: number, C: number, options: object, replace: boolean, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
+  backward(state: NativeState, dOut: NativeData, release: boolean, control: Ctl, async: boolean): NativeData | Promise<NativeData>;
+  coefficients(values: Float64Array | NativeDeviceTensor, B: number, C: number, options: object, replace: boolean, control: Ctl, async: boolean): NativeData | Promise<NativeData>;
   stateInfo(state: NativeState): NativeStateInfo;
   disposeState(state: NativeState): void;
   resolveOptions(options: object, dtype: string, C: number): Record<string, unknown>;
@@ -69,6 +76,12 @@ export interface NativeAddon {
     cudaEmulated?: boolean;
     cudaEmulator?: CudaEmulatorReport;
   };
+  /** A copy of a host array on `device` ('cuda:N'), as a device tensor handle. */
+  toDevice(data: NativeArray, device: string, control: Ctl, async: boolean): NativeDeviceTensor | Promise<NativeDeviceTensor>;
+  /** A host copy of a device tensor. */
+  toHost(handle: NativeDeviceTensor, control: Ctl, async: boolean): NativeArray | Promise<NativeArray>;
+  /** Frees a device tensor's memory now. */
+  disposeDevice(handle: NativeDeviceTensor): void;
   /** Emulated test build only: sets (or clears, value undefined) a COVPOOL_* environment variable natively. */
   emulatorSetEnv?(name: string, value?: string): void;
   /** dlopen(path, RTLD_NOW | RTLD_GLOBAL): null on success, else the loader's error (lib/cuda.ts). */

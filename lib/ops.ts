@@ -2,8 +2,8 @@
 // the event loop) and a `...Sync` twin for scripts. Shapes are checked here so that errors name
 // the expected and the received shape; the native side re-checks everything it is given.
 import { MethodSpec, toMethodOptions } from './methods';
-import { NativeAddon, NativeArray, NativeControl, NativeState, addonFor, cuda, explainNativeError, loadedAddons, native, nativePath } from './native';
-import { DType, FloatArray, Tensor, TensorInput, formatValue, isDetached, shapeString } from './tensor';
+import { NativeAddon, NativeArray, NativeControl, NativeData, NativeDeviceTensor, NativeState, addonFor, cuda, explainNativeError, loadedAddons, native, nativePath } from './native';
+import { DType, Tensor, TensorInput, canonicalDevice, formatValue, isDetached, shapeString } from './tensor';
 
 // ---- feature layout -------------------------------------------------------------------------
 
@@ -244,9 +244,57 @@ export interface ForwardResult {
 
 // ---- shape helpers --------------------------------------------------------------------------
 
-function live(t: Tensor, what: string): FloatArray {
+/** What a native call is given for a tensor: its array, or its device handle. */
+function live(t: Tensor, what: string): NativeData {
+  if (t.deviceSide) {
+    t.requireLive(what);
+    return t.deviceSide.handle;
+  }
   if (t.shape.every((d) => d > 0) && isDetached(t.data)) throw new TypeError(`covpool: ${what}: its ArrayBuffer was detached (transferred) after the tensor was made`);
   return t.data;
+}
+
+/**
+ * @internal Where an op on these tensors runs: the CPU binary for host tensors, or the binary and
+ * device holding them (device tensors: all on one device). A mix is an error naming both places.
+ */
+export function placement(inputs: Array<[Tensor, string]>, deviceOption?: unknown): { addon: NativeAddon; device: string; run: string | undefined } {
+  const [first, firstName] = inputs[0];
+  for (const [t, name] of inputs.slice(1))
+    if (t.device !== first.device)
+      throw new TypeError(
+        `covpool: ${firstName} ${firstName.endsWith('s') ? 'are' : 'is'} on ${first.device} but ${name} ${name.endsWith('s') ? 'are' : 'is'} on ${t.device}: ` +
+          `move one of them with .to('${first.device}') or .to('${t.device}')`,
+      );
+  const run = deviceFor(deviceOption, first, firstName);
+  if (first.deviceSide) return { addon: first.deviceSide.addon, device: first.device, run };
+  // Host arrays run on the device asked for (the CPU by default) and come back as host arrays.
+  return { addon: addonFor(run), device: 'cpu', run };
+}
+
+/**
+ * @internal The device a call with a `device` option runs on, given its input: the input's own
+ * device when the option is absent (an op follows its data), else the option, which a device
+ * input must match.
+ */
+export function deviceFor(asked: unknown, input: Tensor, what: string): string | undefined {
+  if (input.device === 'cpu') return asked as string | undefined;
+  if (asked === undefined || asked === null) return input.device;
+  const want = asked === 'auto' ? input.device : canonicalDevice(asked, "option 'device'");
+  if (want !== input.device)
+    throw new TypeError(`covpool: ${what} are on ${input.device} but the call asks for device '${String(asked)}': move them with .to('${want}'), or leave the device option out`);
+  return input.device;
+}
+
+/** @internal The binary an op on this input runs in (for its control token): a device tensor's, else the device option's. */
+export function binaryOf(x: unknown, deviceOption?: unknown): NativeAddon {
+  return x instanceof Tensor && x.deviceSide ? x.deviceSide.addon : addonFor(deviceOption);
+}
+
+/** @internal A native result as a Tensor: a host array, or a device handle on `device`. */
+export function tensorOf(r: NativeData, shape: readonly number[], dtype: DType, addon: NativeAddon, device: string): Tensor {
+  if (ArrayBuffer.isView(r)) return new Tensor(r as NativeArray, shape);
+  return Tensor.fromDevice(r as NativeDeviceTensor, addon, device, dtype, shape);
 }
 
 /**
@@ -303,8 +351,17 @@ function then<A, B>(v: A | Promise<A>, async: boolean, f: (a: A) => B): B | Prom
 
 // ---- covariance pooling ---------------------------------------------------------------------
 
-/** Options of covpool / covpoolBackward: the features' layout (default 'channelsFirst'). */
-export interface CovpoolOptions {
+/**
+ * Where an op without a state runs: 'cpu' (the default), 'cuda', 'cuda:N' or 'auto'. Device-resident
+ * tensors run where they are (the option may name that device, or be left out) and give results
+ * there; host arrays are copied to the device asked for and their results copied back.
+ */
+export interface DeviceOption {
+  device?: string;
+}
+
+/** Options of covpool / covpoolBackward: the features' layout (default 'channelsFirst') and the device. */
+export interface CovpoolOptions extends DeviceOption {
   dataFormat?: DataFormat;
 }
 
@@ -312,14 +369,17 @@ function covpoolImpl(xIn: TensorInput, opts: CovpoolOptions | undefined, async: 
   const x = Tensor.from(xIn);
   const format = canonicalDataFormat(opts?.dataFormat);
   const { B, C, N } = featureDims(x.shape, format);
-  return then(native().covpool(live(x, 'features'), B, C, N, format === 'channelsLast', control, async), async, (a) => new Tensor(a, [B, C, C]));
+  const p = placement([[x, 'the features']], opts?.device);
+  return then(p.addon.covpool(live(x, 'features'), B, C, N, format === 'channelsLast', p.run, control, async), async, (a) =>
+    tensorOf(a, [B, C, C], x.dtype, p.addon, p.device),
+  );
 }
 /**
  * Covariance pooling: features [B, C, N] or [B, C, H, W] (or, with dataFormat 'channelsLast',
  * [B, N, C] or [B, H, W, C]) -> A = Xc Xc^T / N, [B, C, C].
  */
 export const covpool = (x: TensorInput, options?: CovpoolOptions & CallOptions): Promise<Tensor> =>
-  promised(() => controlled(options, batchOf(x), (c) => covpoolImpl(x, options, true, c) as Promise<Tensor>));
+  promised(() => controlled(options, batchOf(x), (c) => covpoolImpl(x, options, true, c) as Promise<Tensor>, () => binaryOf(x, options?.device)));
 export const covpoolSync = (x: TensorInput, options?: CovpoolOptions): Tensor => covpoolImpl(x, options, false) as Tensor;
 
 function covpoolBackwardImpl(xIn: TensorInput, dAIn: TensorInput, opts: CovpoolOptions | undefined, async: boolean, control?: NativeControl) {
@@ -329,15 +389,22 @@ function covpoolBackwardImpl(xIn: TensorInput, dAIn: TensorInput, opts: CovpoolO
   const { B, C, N } = featureDims(x.shape, format);
   expectShape(dA, [B, C, C], 'covariance gradient');
   expectDType(dA, x.dtype, 'covariance gradient');
+  const p = placement(
+    [
+      [x, 'the features'],
+      [dA, 'the covariance gradient'],
+    ],
+    opts?.device,
+  );
   return then(
-    native().covpoolBackward(live(x, 'features'), live(dA, 'covariance gradient'), B, C, N, format === 'channelsLast', control, async),
+    p.addon.covpoolBackward(live(x, 'features'), live(dA, 'covariance gradient'), B, C, N, format === 'channelsLast', p.run, control, async),
     async,
-    (g) => new Tensor(g, x.shape),
+    (g) => tensorOf(g, x.shape, x.dtype, p.addon, p.device),
   );
 }
 /** Gradient of covpool w.r.t. the features (in their layout), given dL/dA. */
 export const covpoolBackward = (x: TensorInput, dA: TensorInput, options?: CovpoolOptions & CallOptions): Promise<Tensor> =>
-  promised(() => controlled(options, batchOf(x), (c) => covpoolBackwardImpl(x, dA, options, true, c) as Promise<Tensor>));
+  promised(() => controlled(options, batchOf(x), (c) => covpoolBackwardImpl(x, dA, options, true, c) as Promise<Tensor>, () => binaryOf(x, options?.device)));
 export const covpoolBackwardSync = (x: TensorInput, dA: TensorInput, options?: CovpoolOptions): Tensor =>
   covpoolBackwardImpl(x, dA, options, false) as Tensor;
 
@@ -355,28 +422,35 @@ export function batchOf(x: TensorInput): number {
 
 // ---- triangular vectorization ---------------------------------------------------------------
 
-function triuvecImpl(sIn: TensorInput, async: boolean, control?: NativeControl) {
+function triuvecImpl(sIn: TensorInput, opts: DeviceOption | undefined, async: boolean, control?: NativeControl) {
   const s = Tensor.from(sIn);
   const { B, C } = matrixDims(s, 'matrices');
-  return then(native().triuvec(live(s, 'matrices'), B, C, control, async), async, (y) => new Tensor(y, [B, triangleSize(C)]));
+  const p = placement([[s, 'the matrices']], opts?.device);
+  return then(p.addon.triuvec(live(s, 'matrices'), B, C, p.run, control, async), async, (y) =>
+    tensorOf(y, [B, triangleSize(C)], s.dtype, p.addon, p.device),
+  );
 }
 /** Upper triangle, row by row, diagonal included: [B, C, C] -> [B, C(C+1)/2]. */
-export const triuvec = (s: TensorInput, options?: CallOptions): Promise<Tensor> =>
-  promised(() => controlled(options, 0, (c) => triuvecImpl(s, true, c) as Promise<Tensor>));
-export const triuvecSync = (s: TensorInput): Tensor => triuvecImpl(s, false) as Tensor;
+export const triuvec = (s: TensorInput, options?: DeviceOption & CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, 0, (c) => triuvecImpl(s, options, true, c) as Promise<Tensor>, () => binaryOf(s, options?.device)));
+export const triuvecSync = (s: TensorInput, options?: DeviceOption): Tensor => triuvecImpl(s, options, false) as Tensor;
 
-function triuvecBackwardImpl(dyIn: TensorInput, C: number, async: boolean, control?: NativeControl) {
+function triuvecBackwardImpl(dyIn: TensorInput, C: number, opts: DeviceOption | undefined, async: boolean, control?: NativeControl) {
   const dy = Tensor.from(dyIn);
   if (!Number.isInteger(C) || C < 1) throw new RangeError(`covpool: C must be a positive integer, got ${formatValue(C)}`);
   if (dy.rank !== 2 || dy.shape[1] !== triangleSize(C))
     throw new RangeError(`covpool: gradient must have shape [B, ${triangleSize(C)}] for C = ${C}, got ${shapeString(dy.shape)}`);
   const B = dy.shape[0];
-  return then(native().triuvecBackward(live(dy, 'gradient'), B, C, control, async), async, (g) => new Tensor(g, [B, C, C]));
+  const p = placement([[dy, 'the gradient']], opts?.device);
+  return then(p.addon.triuvecBackward(live(dy, 'gradient'), B, C, p.run, control, async), async, (g) =>
+    tensorOf(g, [B, C, C], dy.dtype, p.addon, p.device),
+  );
 }
 /** Gradient of triuvec: [B, C(C+1)/2] -> [B, C, C] (upper triangle, zeros below). */
-export const triuvecBackward = (dy: TensorInput, C: number, options?: CallOptions): Promise<Tensor> =>
-  promised(() => controlled(options, 0, (c) => triuvecBackwardImpl(dy, C, true, c) as Promise<Tensor>));
-export const triuvecBackwardSync = (dy: TensorInput, C: number): Tensor => triuvecBackwardImpl(dy, C, false) as Tensor;
+export const triuvecBackward = (dy: TensorInput, C: number, options?: DeviceOption & CallOptions): Promise<Tensor> =>
+  promised(() => controlled(options, 0, (c) => triuvecBackwardImpl(dy, C, options, true, c) as Promise<Tensor>, () => binaryOf(dy, options?.device)));
+export const triuvecBackwardSync = (dy: TensorInput, C: number, options?: DeviceOption): Tensor =>
+  triuvecBackwardImpl(dy, C, options, false) as Tensor;
 
 // ---- eigendecomposition ---------------------------------------------------------------------
 
@@ -386,34 +460,40 @@ export interface Eigh {
   /** Eigenvectors as columns, [B, C, C]: A = V diag(values) V^T. */
   vectors: Tensor;
 }
-function eighImpl(aIn: TensorInput, async: boolean, control?: NativeControl) {
+function eighImpl(aIn: TensorInput, opts: DeviceOption | undefined, async: boolean, control?: NativeControl) {
   const a = Tensor.from(aIn);
   const { B, C } = matrixDims(a, 'matrices');
-  return then(native().eigh(live(a, 'matrices'), B, C, control, async), async, (r) => ({
-    values: new Tensor(r.values, [B, C]),
-    vectors: new Tensor(r.vectors, [B, C, C]),
+  const p = placement([[a, 'the matrices']], opts?.device);
+  return then(p.addon.eigh(live(a, 'matrices'), B, C, p.run, control, async), async, (r) => ({
+    values: tensorOf(r.values, [B, C], a.dtype, p.addon, p.device),
+    vectors: tensorOf(r.vectors, [B, C, C], a.dtype, p.addon, p.device),
   }));
 }
 /** Batched symmetric eigendecomposition in the input dtype (CPU: native/cpu/symmetric_eigen.h; CUDA: cuSOLVER). */
-export const eigh = (a: TensorInput, options?: CallOptions): Promise<Eigh> =>
-  promised(() => controlled(options, batchOf(a), (c) => eighImpl(a, true, c) as Promise<Eigh>));
-export const eighSync = (a: TensorInput): Eigh => eighImpl(a, false) as Eigh;
+export const eigh = (a: TensorInput, options?: DeviceOption & CallOptions): Promise<Eigh> =>
+  promised(() => controlled(options, batchOf(a), (c) => eighImpl(a, options, true, c) as Promise<Eigh>, () => binaryOf(a, options?.device)));
+export const eighSync = (a: TensorInput, options?: DeviceOption): Eigh => eighImpl(a, options, false) as Eigh;
 
 // ---- matrix square root ---------------------------------------------------------------------
 
 function sqrtmImpl(aIn: TensorInput, spec: MethodSpec, async: boolean, control?: NativeControl) {
   const a = Tensor.from(aIn);
   const { B, C } = matrixDims(a, 'matrices');
-  const opts = toMethodOptions(spec);
-  const addon = addonFor(opts.device);
-  return then(explainNativeError(() => addon.sqrtm(live(a, 'matrices'), B, C, opts, control, async)), async, (r) => ({
-    output: new Tensor(r.output, [B, C, C]),
-    state: new BackwardState(r.state, 'sqrtm', [B, C, C], [B, C, C], addon),
-  }));
+  const opts = { ...toMethodOptions(spec) };
+  opts.device = deviceFor(opts.device, a, 'the matrices') as typeof opts.device;
+  const addon = a.deviceSide ? a.deviceSide.addon : addonFor(opts.device);
+  return then(explainNativeError(() => addon.sqrtm(live(a, 'matrices'), B, C, opts, control, async)), async, (r) => {
+    const state = new BackwardState(r.state, 'sqrtm', [B, C, C], [B, C, C], addon);
+    return { output: tensorOf(r.output, [B, C, C], a.dtype, addon, state.device), state };
+  });
 }
 /** Matrix square root of symmetric PSD matrices [B, C, C] by the given method. */
 export const sqrtm = (a: TensorInput, method: MethodSpec, options?: CallOptions): Promise<ForwardResult> =>
-  promised(() => controlled(options, batchOf(a), (c) => sqrtmImpl(a, method, true, c) as Promise<ForwardResult>, () => addonFor(toMethodOptions(method).device)));
+  promised(() =>
+    controlled(options, batchOf(a), (c) => sqrtmImpl(a, method, true, c) as Promise<ForwardResult>, () =>
+      a instanceof Tensor && a.deviceSide ? binaryOf(a) : addonFor(toMethodOptions(method).device),
+    ),
+  );
 export const sqrtmSync = (a: TensorInput, method: MethodSpec): ForwardResult => sqrtmImpl(a, method, false) as ForwardResult;
 
 /** @internal Checks the `checkState` argument is a genuine state (for the layer's own check). */
@@ -447,10 +527,16 @@ export function backwardImpl(state: BackwardState, dyIn: TensorInput, kind: 'lay
   const dy = Tensor.from(dyIn, undefined, state.dtype);
   expectShape(dy, state.outputShape, 'output gradient');
   expectDType(dy, state.dtype, 'output gradient');
+  // Host gradients go to any state (a CUDA state's gradient then comes back to the host); a device
+  // gradient only to a state on its own device.
+  if (dy.device !== 'cpu' && dy.device !== state.device)
+    throw new TypeError(
+      `covpool: the output gradient is on ${dy.device} but the state was made on ${state.device}: move the gradient with .to('${state.device}')`,
+    );
   const shape = state.inputShape;
   const r = state.addon.backward(state.handle, live(dy, 'output gradient'), !retain, control, async);
   if (!retain) freedByBackward.add(state);
-  return then(r, async, (g: NativeArray) => new Tensor(g, shape));
+  return then(r, async, (g: NativeData) => tensorOf(g, shape, state.dtype, state.addon, dy.device));
 }
 /**
  * Gradient w.r.t. the input matrices (symmetric representative), given dL/dS. Frees the state
@@ -471,8 +557,9 @@ export function backwardCoefficientsSync(values: TensorInput, method: MethodSpec
   const l = Tensor.from(values, 'float64');
   if (l.rank !== 2) throw new RangeError(`covpool: eigenvalues must have shape [B, C], got ${shapeString(l.shape)}`);
   const [B, C] = l.shape;
-  const f = native().coefficients(live(l, 'eigenvalues') as Float64Array, B, C, toMethodOptions(method), replace, undefined, false) as NativeArray;
-  return new Tensor(f, [B, C, C]);
+  const p = placement([[l, 'the eigenvalues']]);
+  const f = p.addon.coefficients(live(l, 'eigenvalues') as Float64Array, B, C, toMethodOptions(method), replace, undefined, false) as NativeData;
+  return tensorOf(f, [B, C, C], 'float64', p.addon, p.device);
 }
 
 /** The options a method runs with, defaults filled in, for inputs of the given dtype and size C. */
@@ -525,9 +612,13 @@ export interface MemoryStats {
 
 /**
  * Native memory in use and cached, host and CUDA devices, over the binaries loaded (the CPU binary
- * and, once CUDA was used, the CUDA-enabled one: each has its own host cache).
+ * and, once CUDA was used, the CUDA-enabled one: each has its own host cache). States and device
+ * tensors the garbage collector has already collected are freed before counting.
  */
 export function memoryStats(): MemoryStats {
+  // Backward states and device tensors the garbage collector has collected are freed first, so the
+  // figures are what live objects hold.
+  for (const a of loadedAddons()) a.sweepStates();
   const all = loadedAddons().map((a) => a.memoryStats());
   const host = { ...all[0].host };
   for (const s of all.slice(1)) {

@@ -1,6 +1,9 @@
 // Typed tensors: a float32/float64 TypedArray plus a shape. A Tensor wraps the caller's array
 // without copying; conversions accept the plain {data, shape} objects that TensorFlow.js
-// (`dataSync()` + `.shape`) and onnxruntime-node tensors provide.
+// (`dataSync()` + `.shape`) and onnxruntime-node tensors provide. A tensor may also live on a CUDA
+// device (`t.to('cuda')`): its memory is then held natively, ops on it run on that device and give
+// their results there, and its data is read only through a copy back (`to('cpu')`).
+import type { NativeAddon, NativeControl, NativeDeviceTensor } from './native';
 
 export type DType = 'float32' | 'float64';
 export type FloatArray = Float32Array | Float64Array;
@@ -85,10 +88,46 @@ export function isDetached(a: FloatArray): boolean {
   return a.length === 0 && a.buffer.byteLength === 0;
 }
 
+/**
+ * A device name as the API spells it: 'cpu', 'cuda' (= 'cuda:0') or 'cuda:N'. Returns the canonical
+ * form ('cpu' or 'cuda:N'); anything else is a RangeError.
+ */
+export function canonicalDevice(device: unknown, what = 'device'): string {
+  if (device === 'cpu') return 'cpu';
+  if (device === 'cuda') return 'cuda:0';
+  if (typeof device === 'string' && /^cuda:(0|[1-9]\d{0,5})$/.test(device)) return device;
+  throw new RangeError(`covpool: ${what} must be 'cpu', 'cuda' or 'cuda:N', got ${formatValue(device)}`);
+}
+
+/** @internal The native side of a device-resident tensor. */
+interface DeviceSide {
+  readonly handle: NativeDeviceTensor;
+  /** The binary that made it (the CUDA-enabled one): every op on it runs there. */
+  readonly addon: NativeAddon;
+  disposed: boolean;
+}
+
+// A device tensor the program drops is freed by the native side at its next allocation of a handle
+// after the garbage collector found it dead (so synchronous loops stay bounded); this frees it in a
+// program that makes no further one, once the event loop turns. dispose() is the rule, this the net.
+let sweepQueued = false;
+const collected = new FinalizationRegistry<NativeAddon>((addon) => {
+  if (sweepQueued) return;
+  sweepQueued = true;
+  setImmediate(() => {
+    sweepQueued = false;
+    addon.sweepStates();
+  }).unref();
+});
+
 export class Tensor {
   readonly dtype: DType;
   readonly shape: readonly number[];
-  readonly data: FloatArray;
+  /** Where the data lives: 'cpu', or 'cuda:N' for a tensor on a CUDA device. */
+  readonly device: string = 'cpu';
+  private readonly hostData: FloatArray | undefined;
+  /** @internal Set for a device tensor. */
+  readonly deviceSide: DeviceSide | undefined;
 
   /**
    * Wraps `data` (no copy for Float32Array/Float64Array). Plain number arrays are copied into
@@ -98,9 +137,10 @@ export class Tensor {
     if (isTfjsTensor(data)) throw tfjsTensorError('new Tensor(data, shape) got, as its data,');
     const shp = Tensor.checkShape(shape);
     const own = dtypeOfArray(data);
+    let host: FloatArray;
     if (own) {
       if (dtype && dtype !== own) throw new TypeError(`covpool: data is a ${own} array but dtype '${dtype}' was requested`);
-      this.data = data as FloatArray;
+      host = data as FloatArray;
       this.dtype = own;
     } else if (ArrayBuffer.isView(data)) {
       throw new TypeError(
@@ -110,19 +150,113 @@ export class Tensor {
     } else if (Array.isArray(data) || (data && typeof data === 'object' && typeof (data as ArrayLike<number>).length === 'number')) {
       const d = dtype ?? 'float32';
       if (d !== 'float32' && d !== 'float64') throw new TypeError(`covpool: dtype must be 'float32' or 'float64', got ${formatValue(d)}`);
-      this.data = copyNumbers(data as ArrayLike<unknown>, shp, d);
+      host = copyNumbers(data as ArrayLike<unknown>, shp, d);
       this.dtype = d;
     } else {
       throw new TypeError('covpool: tensor data must be a Float32Array, a Float64Array or an array of numbers');
     }
-    if (isDetached(this.data) && shp.reduce((a, b) => a * b, 1) > 0)
+    if (isDetached(host) && shp.reduce((a, b) => a * b, 1) > 0)
       throw new TypeError('covpool: the tensor data is a view of a detached ArrayBuffer (it was transferred); pass a live array');
     const size = shp.reduce((a, b) => a * b, 1);
-    if (size !== this.data.length)
+    if (size !== host.length)
       throw new RangeError(
-        `covpool: shape ${shapeString(shp)} needs ${size} elements but the data holds ${this.data.length}`,
+        `covpool: shape ${shapeString(shp)} needs ${size} elements but the data holds ${host.length}`,
       );
+    this.hostData = host;
+    this.deviceSide = undefined;
     this.shape = Object.freeze(shp.slice());
+  }
+
+  /**
+   * The elements, row-major, as the TypedArray the tensor wraps. A device tensor has none here:
+   * reading it is an error that says to move it first (`await t.to('cpu')`).
+   */
+  get data(): FloatArray {
+    if (this.hostData === undefined)
+      throw new Error(
+        `covpool: this tensor lives on ${this.device}; its data cannot be read as a ${this.dtype === 'float32' ? 'Float32Array' : 'Float64Array'} ` +
+          `there. Copy it to the host first: \`(await t.to('cpu')).data\` (or t.toSync('cpu').data)`,
+      );
+    return this.hostData;
+  }
+
+  /** @internal A tensor for a device handle a native call returned (it takes the handle over). */
+  static fromDevice(handle: NativeDeviceTensor, addon: NativeAddon, device: string, dtype: DType, shape: readonly number[]): Tensor {
+    const t = Object.create(Tensor.prototype) as Tensor;
+    const side: DeviceSide = { handle, addon, disposed: false };
+    Object.defineProperties(t, {
+      dtype: { value: dtype, enumerable: true },
+      shape: { value: Object.freeze(shape.slice()), enumerable: true },
+      device: { value: device, enumerable: true },
+      hostData: { value: undefined },
+      deviceSide: { value: side },
+    });
+    collected.register(t, addon, side);
+    return t;
+  }
+
+  /** Whether dispose() freed this device tensor's memory (always false for host tensors). */
+  get disposed(): boolean {
+    return this.deviceSide?.disposed ?? false;
+  }
+
+  /**
+   * Frees a device tensor's memory now (tfjs-style: dispose is the rule; a tensor the program drops
+   * is freed once the garbage collector finds it). Using the tensor afterwards is an error. A
+   * no-op for host tensors, whose arrays the garbage collector owns.
+   */
+  dispose(): void {
+    const side = this.deviceSide;
+    if (!side || side.disposed) return;
+    side.disposed = true;
+    collected.unregister(side);
+    side.addon.disposeDevice(side.handle);
+  }
+
+  /**
+   * The tensor on `device` ('cpu', 'cuda' = 'cuda:0', or 'cuda:N'): this tensor itself when it is
+   * there already, else a copy (host arrays go through pinned staging memory). On a machine where
+   * CUDA cannot be used, asking for it fails with the reason (no binary, library, driver or GPU).
+   */
+  to(device: string, options?: { signal?: AbortSignal }): Promise<Tensor> {
+    try {
+      return Promise.resolve(this.moveTo(device, true, options?.signal)).then((t) => t);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+  /** to(), on this thread (blocks until the copy is done). */
+  toSync(device: string): Tensor {
+    return this.moveTo(device, false) as Tensor;
+  }
+
+  private moveTo(deviceIn: string, async: boolean, signal?: AbortSignal): Tensor | Promise<Tensor> {
+    const device = canonicalDevice(deviceIn);
+    this.requireLive();
+    if (device === this.device) return this;
+    if (signal?.aborted) throw new Error('covpool: the copy was aborted before it started');
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const native = require('./native') as typeof import('./native');
+    const control: NativeControl | undefined = undefined;
+    const side = this.deviceSide;
+    if (!side) {
+      const addon = native.addonFor(deviceIn); // as asked: its errors name the device as the caller spelt it
+      const h = addon.toDevice(this.data, deviceIn, control, async);
+      const wrap = (handle: NativeDeviceTensor) => Tensor.fromDevice(handle, addon, device, this.dtype, this.shape);
+      return async ? (h as Promise<NativeDeviceTensor>).then(wrap) : wrap(h as NativeDeviceTensor);
+    }
+    const host = side.addon.toHost(side.handle, control, async);
+    const wrap = (a: FloatArray) => new Tensor(a, this.shape);
+    if (device === 'cpu') return async ? (host as Promise<FloatArray>).then(wrap) : wrap(host as FloatArray);
+    // Device to another device: through the host.
+    return async
+      ? (host as Promise<FloatArray>).then((a) => wrap(a).moveTo(device, true) as Promise<Tensor>)
+      : (wrap(host as FloatArray).moveTo(device, false) as Tensor);
+  }
+
+  /** @internal Throws for a disposed device tensor. */
+  requireLive(what = 'the tensor'): void {
+    if (this.deviceSide?.disposed) throw new Error(`covpool: ${what} on ${this.device} was disposed; it can no longer be used`);
   }
 
   /**
@@ -156,10 +290,10 @@ export class Tensor {
     return this.shape.length;
   }
   get size(): number {
-    return this.data.length;
+    return this.shape.reduce((a, b) => a * b, 1);
   }
 
-  /** Same data, another shape (no copy). */
+  /** Same data, another shape (no copy; a host tensor only). */
   reshape(shape: readonly number[]): Tensor {
     return new Tensor(this.data, shape);
   }

@@ -3,12 +3,14 @@
 # emulator), on a machine without a GPU. Builds (when needed) the addon and covpool_cuda_test
 # against the emulator with AddressSanitizer + UndefinedBehaviorSanitizer, then runs, once with the
 # backend's caching allocator and once with it off (COVPOOL_CUDA_EXACT_ALLOC=1, so out-of-bounds
-# accesses into rounding slack and reads of recycled blocks are seen):
+# accesses into rounding slack and reads of recycled blocks are seen; host copies then also go
+# through small pinned staging chunks):
 #   1. covpool_cuda_test in full: every op, method and dtype on CUDA against the CPU backend, error
 #      messages, chunked svd-newton, no emulator violation, no device memory left after emptyCache;
-#   2. native/cuda/test/gpu-checks.js memory / oom / baddevice through the JS API (1000 calls);
-#   3. jest: test/device.test.ts with device 'cuda' and test/cuda-emulator.test.ts (fault injection,
-#      error order, memory accounting).
+#   2. native/cuda/test/gpu-checks.js memory / oom / baddevice through the JS API (1000 calls), and
+#      the CUDA benchmark's --smoke run (it works before a GPU session depends on it);
+#   3. jest: test/device.test.ts with device 'cuda', test/device-tensors.test.ts (tensors on the
+#      device) and test/cuda-emulator.test.ts (fault injection, error order, memory accounting).
 # Exits non-zero on any failure or sanitizer report; the last line is jest's summary.
 #   COVPOOL_EMU_SANITIZE=0   build and run without the sanitizers (faster; build-cmake/cuda-emu)
 # Needs: the CUDA headers (scripts/cuda-toolkit.sh finds or assembles them: nvcc's toolkit plus the
@@ -53,8 +55,10 @@ sanitizerReport() { grep -qE "ERROR: AddressSanitizer|runtime error:|SUMMARY: (A
 failures=0
 jestSummary=""
 for cache in on off; do
-  if [ "$cache" = off ]; then export COVPOOL_CUDA_EXACT_ALLOC=1; else unset COVPOOL_CUDA_EXACT_ALLOC; fi
-  tag="allocator cache $cache"
+  # The second pass also stages host copies through 16 KiB pinned chunks (8 MiB by default, which
+  # the tests' small arrays never fill), so the double-buffered path runs with many chunks.
+  if [ "$cache" = off ]; then export COVPOOL_CUDA_EXACT_ALLOC=1 COVPOOL_CUDA_STAGING_KB=16; else unset COVPOOL_CUDA_EXACT_ALLOC COVPOOL_CUDA_STAGING_KB; fi
+  tag="allocator cache $cache$([ "$cache" = off ] && echo ', 16 KiB staging chunks')"
 
   log=/tmp/covpool-cuda-emu-driver-$cache.log
   if "$out/covpool_cuda_test" >"$log" 2>&1 && ! sanitizerReport "$log"; then
@@ -75,8 +79,17 @@ for cache in on off; do
     fi
   done
 
+  if [ "$cache" = on ]; then
+    log=/tmp/covpool-cuda-emu-bench.log
+    if san node dist/bench/cuda.js --smoke --out /tmp/covpool-cuda-emu-bench.json >"$log" 2>&1 && ! sanitizerReport "$log"; then
+      say "ok    bench:cuda --smoke (device tensors and host arrays; emulated timings mean nothing)"
+    else
+      failures=$((failures + 1)); tail -20 "$log"; say "FAIL  bench:cuda --smoke" >&2
+    fi
+  fi
+
   log=/tmp/covpool-cuda-emu-jest-$cache.log
-  san npx jest test/device.test.ts test/cuda-emulator.test.ts >"$log" 2>&1 || true
+  san npx jest test/device.test.ts test/device-tensors.test.ts test/cuda-emulator.test.ts >"$log" 2>&1 || true
   jestSummary="$(grep -E '^Tests: ' "$log" | tail -1)"
   if grep -qE "^Tests: .*[0-9]+ passed" "$log" && ! grep -qE "^Tests: .*failed" "$log" && ! sanitizerReport "$log"; then
     say "ok    jest (device 'cuda', fault injection), $tag: $jestSummary"

@@ -226,6 +226,22 @@ Backend& backendOf(std::initializer_list<const Buffer*> buffers) {
 #endif
 }
 
+// The backend of an op without a state: where its inputs are (backendOf), or, for host arrays, the
+// device named by the string argument at `index` ('cpu' or absent: the CPU; 'cuda', 'cuda:N',
+// 'auto'): host arrays go there and their results come back.
+Backend& opBackend(const Napi::CallbackInfo& info, std::size_t index, std::initializer_list<const Buffer*> inputs) {
+  Backend& placed = backendOf(inputs);
+  if (index >= info.Length() || info[index].IsUndefined() || info[index].IsNull()) return placed;
+  if (!info[index].IsString()) failType("option 'device' must be a string");
+  const std::string device = info[index].As<Napi::String>().Utf8Value();
+  if (&placed != &cpuBackend()) {
+    if (device != "auto" && device != placed.name() && !(device == "cuda" && std::string(placed.name()) == "cuda:0"))
+      fail(std::string("the inputs are on ") + placed.name() + " but the call asks for device '" + device + "'");
+    return placed;
+  }
+  return backendFor(device);
+}
+
 // A forward's input must live where the forward runs: a device tensor on that very device (host
 // arrays go to any device: they are copied there).
 void requireOn(const Backend& be, const Buffer& input, const char* what) {
@@ -331,7 +347,7 @@ void requireFinite(const Buffer& out, std::size_t items, const std::string& what
 // ---- ops ---------------------------------------------------------------------------------------
 // Each op: dimensions, element counts without wrapping, the budget, then the input copies.
 
-// covpool(x, B, C, N, channelsLast, [control], async)
+// covpool(x, B, C, N, channelsLast, device, [control], async)
 Napi::Value Covpool(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
     Dims d{batchArg(info, 1), dimArg(info, 2, "C"), dimArg(info, 3, "N"), boolArg(info, 4, "channelsLast")};
@@ -341,16 +357,17 @@ Napi::Value Covpool(const Napi::CallbackInfo& info) {
     requireBytes(opBytes(double(nx) + double(nOut), dtypeSize(dtypeArg(info, 0)), double(C) * N), what);
     requireIndexable(C);
     auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", nx));
+    Backend* be = &opBackend(info, 5, {x.get()});
     auto out = std::make_shared<Buffer>();
     return Task{[=] {
-                  *out = backendOf({x.get()}).covpool(*x, d);
+                  *out = be->covpool(*x, d);
                   requireFinite(*out, B, "the covariance");
                 },
                 [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
 }
 
-// covpoolBackward(x, dA, B, C, N, channelsLast, [control], async)
+// covpoolBackward(x, dA, B, C, N, channelsLast, device, [control], async)
 Napi::Value CovpoolBackward(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
     Dims d{batchArg(info, 2), dimArg(info, 3, "C"), dimArg(info, 4, "N"), boolArg(info, 5, "channelsLast")};
@@ -361,16 +378,17 @@ Napi::Value CovpoolBackward(const Napi::CallbackInfo& info) {
     requireIndexable(C);
     auto x = std::make_shared<Buffer>(bufferArg(info, 0, "features", nx));
     auto g = std::make_shared<Buffer>(bufferArg(info, 1, "covariance gradient", nA, x->dtype()));
+    Backend* be = &opBackend(info, 6, {x.get(), g.get()});
     auto out = std::make_shared<Buffer>();
     return Task{[=] {
-                  *out = backendOf({x.get(), g.get()}).covpoolBackward(*x, *g, d);
+                  *out = be->covpoolBackward(*x, *g, d);
                   requireFinite(*out, B, "the gradient w.r.t. the features");
                 },
                 [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
 }
 
-// triuvec(s, B, C, async) / triuvecBackward(dy, B, C, async)
+// triuvec(s, B, C, device, [control], async) / triuvecBackward(dy, B, C, device, [control], async)
 Napi::Value Triuvec(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
     const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
@@ -379,9 +397,10 @@ Napi::Value Triuvec(const Napi::CallbackInfo& info) {
     requireBytes(opBytes(1.5 * n, dtypeSize(dtypeArg(info, 0)), 0), what);
     requireIndexable(C);
     auto s = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", n));
+    Backend* be = &opBackend(info, 3, {s.get()});
     auto out = std::make_shared<Buffer>();
     return Task{[=] {
-                  *out = backendOf({s.get()}).triuvec(*s, B, C);
+                  *out = be->triuvec(*s, B, C);
                   requireFinite(*out, B, "the upper triangle");
                 },
                 [=](Napi::Env e) { return toTypedArray(e, *out); }};
@@ -395,12 +414,13 @@ Napi::Value TriuvecBackward(const Napi::CallbackInfo& info) {
     requireBytes(opBytes(3.0 * n, dtypeSize(dtypeArg(info, 0)), 0), what);
     requireIndexable(C);
     auto dy = std::make_shared<Buffer>(bufferArg(info, 0, "gradient", n));
+    Backend* be = &opBackend(info, 3, {dy.get()});
     auto out = std::make_shared<Buffer>();
-    return Task{[=] { *out = backendOf({dy.get()}).triuvecBackward(*dy, B, C); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
+    return Task{[=] { *out = be->triuvecBackward(*dy, B, C); }, [=](Napi::Env e) { return toTypedArray(e, *out); }};
   });
 }
 
-// eigh(a, B, C, async) -> {values, vectors}
+// eigh(a, B, C, device, [control], async) -> {values, vectors}
 Napi::Value Eigh(const Napi::CallbackInfo& info) {
   return submit(info, asyncFlag(info), [&] {
     const int B = batchArg(info, 1), C = dimArg(info, 2, "C");
@@ -410,9 +430,10 @@ Napi::Value Eigh(const Napi::CallbackInfo& info) {
     requireBytes(opBytes(2.0 * n + double(B) * C, dtypeSize(dtypeArg(info, 0)), 17.0 * C * C + 36.0 * C), what);
     requireIndexable(C);
     auto a = std::make_shared<Buffer>(bufferArg(info, 0, "matrices", n));
+    Backend* be = &opBackend(info, 3, {a.get()});
     auto vals = std::make_shared<Buffer>(), vecs = std::make_shared<Buffer>();
     return Task{[=] {
-                  backendOf({a.get()}).eigh(*a, B, C, *vals, *vecs);
+                  be->eigh(*a, B, C, *vals, *vecs);
                   requireFinite(*vals, B, "the eigenvalues");
                   requireFinite(*vecs, B, "the eigenvectors");
                 },

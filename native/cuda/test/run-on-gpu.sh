@@ -83,11 +83,11 @@ note "GPU: $(tail -1 "$out/nvidia-smi.log")"
 
 step cuda-vs-cpu 120 "$work/covpool_cuda_test" --bench
 grep -E '^(FAIL|info)' "$out/cuda-vs-cpu.log" | head -40 >"$out/cuda-vs-cpu.failures.txt" || true
-step jest-cuda 120 node node_modules/jest/bin/jest.js --ci test/device.test.ts
+step jest-cuda 180 node node_modules/jest/bin/jest.js --ci test/device.test.ts test/device-tensors.test.ts
 step memory 60 node --expose-gc native/cuda/test/gpu-checks.js memory
 step oom 45 node native/cuda/test/gpu-checks.js oom
 step baddevice 30 node native/cuda/test/gpu-checks.js baddevice
-step bench 90 node dist/bench/cuda.js --out "$out/bench-cuda.json"
+step bench 240 node dist/bench/cuda.js --workloads gpu-l,gpu-m,gpu-s --out "$out/bench-cuda.json"
 
 echo "== covpool_cuda_test failures and reported-only rows (first 40; all in $out/cuda-vs-cpu.log)"
 cat "$out/cuda-vs-cpu.failures.txt"
