@@ -58,7 +58,7 @@ for cache in on off; do
   # The second pass also stages host copies through 16 KiB pinned chunks (8 MiB by default, which
   # the tests' small arrays never fill), so the double-buffered path runs with many chunks.
   if [ "$cache" = off ]; then export COVPOOL_CUDA_EXACT_ALLOC=1 COVPOOL_CUDA_STAGING_KB=16; else unset COVPOOL_CUDA_EXACT_ALLOC COVPOOL_CUDA_STAGING_KB; fi
-  tag="allocator cache $cache$([ "$cache" = off ] && echo ', 16 KiB staging chunks')"
+  tag="allocator cache $cache"; [ "$cache" = off ] && tag="$tag, 16 KiB staging chunks"
 
   log=/tmp/covpool-cuda-emu-driver-$cache.log
   if "$out/covpool_cuda_test" >"$log" 2>&1 && ! sanitizerReport "$log"; then
