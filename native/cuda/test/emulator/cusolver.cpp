@@ -101,9 +101,17 @@ void solveBatch(const char* call, cusolverEigMode_t jobz, cublasFillMode_t uplo,
   }
 }
 
-StreamState* streamOf(cusolverDnHandle_t h, const char* call) {
+// The stream an eigensolver call on h goes to (null, reported, when it is not alive), with the
+// call counted and numbered (the number seeds its eigenvectors' random signs).
+StreamState* beginCall(cusolverDnHandle_t h, const char* call, unsigned long long& serial) {
   StreamState* s = resolveStream(h->stream, call);
-  if (!s) violation("%s: the handle's stream %p is not a live stream", call, static_cast<void*>(h->stream));
+  if (!s) {
+    violation("%s: the handle's stream %p is not a live stream", call, static_cast<void*>(h->stream));
+    return nullptr;
+  }
+  ++stats().libraryCalls;
+  std::lock_guard<std::mutex> lock(mu);
+  serial = ++calls;
   return s;
 }
 
@@ -136,14 +144,9 @@ cusolverStatus_t syevjBatched(const char* call, cusolverDnHandle_t h, cusolverEi
       !requireRange(work, sizeof(T) * lwork, MemKind::Device, "syevjBatched: work") ||
       !requireRange(info, sizeof(int) * batch, MemKind::Device, "syevjBatched: info"))
     return CUSOLVER_STATUS_INVALID_VALUE;
-  StreamState* s = streamOf(h, call);
-  if (!s) return CUSOLVER_STATUS_EXECUTION_FAILED;
-  ++stats().libraryCalls;
   unsigned long long serial;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    serial = ++calls;
-  }
+  StreamState* s = beginCall(h, call, serial);
+  if (!s) return CUSOLVER_STATUS_EXECUTION_FAILED;
   const int faultItem = faultEigenItem();
   enqueue(s, call, [=] {
     poison(work, sizeof(T) * lwork);
@@ -268,14 +271,9 @@ cusolverStatus_t cusolverDnXsyevBatched(cusolverDnHandle_t h, cusolverDnParams_t
                   requireRange(dWork, dBytes, MemKind::Device, "XsyevBatched: bufferOnDevice") &&
                   requireRange(info, sizeof(int) * batch, MemKind::Device, "XsyevBatched: info");
   if (!ok) return CUSOLVER_STATUS_INVALID_VALUE;
-  StreamState* s = streamOf(h, call);
-  if (!s) return CUSOLVER_STATUS_EXECUTION_FAILED;
-  ++stats().libraryCalls;
   unsigned long long serial;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    serial = ++calls;
-  }
+  StreamState* s = beginCall(h, call, serial);
+  if (!s) return CUSOLVER_STATUS_EXECUTION_FAILED;
   if (ta == CUDA_R_32F) xsyevEnqueue<float>(s, jobz, uplo, n, A, lda, W, dWork, dBytes, hWork, hBytes, info, batch, serial);
   else xsyevEnqueue<double>(s, jobz, uplo, n, A, lda, W, dWork, dBytes, hWork, hBytes, info, batch, serial);
   return CUSOLVER_STATUS_SUCCESS;
