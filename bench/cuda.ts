@@ -4,7 +4,9 @@
 //   - device: features, output gradient and results stay on the device (device-resident tensors):
 //     the figure to hold against PyTorch's layer on device tensors;
 //   - host: Float32Arrays in and out, as a TensorFlow.js model or any host-array caller pays
-//     (copies through pinned staging memory included);
+//     (copies through pinned staging memory, pipelined with the compute in chunks of items);
+//   - host, whole batch: the same with the pipelining off (COVPOOL_CUDA_PIPELINE_ITEMS=0), so a
+//     GPU run shows whether chunking the batch pays for its smaller batched calls;
 // and the share of the host figure that the copies take, (host - device) / host.
 //
 //   node dist/bench/cuda.js [--device cuda:0] [--workloads gpu-l,gpu-m,gpu-s] [--methods ns,svd-pade]
@@ -110,6 +112,7 @@ interface Row {
   method: string;
   deviceMs: number;
   hostMs: number;
+  hostWholeBatchMs: number;
   transferShare: number;
   deviceRuns: number[];
   hostRuns: number[];
@@ -153,20 +156,21 @@ function main(): void {
         args.warmup,
         args.repeats,
       );
-      const onHost = time(
-        () => {
-          const { output, state } = layer.forwardSync(x);
-          layer.backwardSync(state, output);
-        },
-        args.warmup,
-        args.repeats,
-      );
+      const onHostStep = () => {
+        const { output, state } = layer.forwardSync(x);
+        layer.backwardSync(state, output);
+      };
+      const onHost = time(onHostStep, args.warmup, args.repeats);
+      const hostWholeBatchMs = median(withEnv('COVPOOL_CUDA_PIPELINE_ITEMS', '0', () => time(onHostStep, args.warmup, args.repeats)));
       const deviceMs = median(onDevice), hostMs = median(onHost);
-      const row: Row = { workload: w.name, B: w.B, C: w.C, N: w.N, method, deviceMs, hostMs, transferShare: (hostMs - deviceMs) / hostMs, deviceRuns: onDevice, hostRuns: onHost };
+      const row: Row = {
+        workload: w.name, B: w.B, C: w.C, N: w.N, method, deviceMs, hostMs, hostWholeBatchMs,
+        transferShare: (hostMs - deviceMs) / hostMs, deviceRuns: onDevice, hostRuns: onHost,
+      };
       rows.push(row);
       console.log(
         `${w.name} ${method.padEnd(11)} fwd+bwd median: device tensors ${deviceMs.toFixed(2)} ms, host arrays ${hostMs.toFixed(2)} ms ` +
-          `(copies ${(100 * row.transferShare).toFixed(0)} %)`,
+          `(copies ${(100 * row.transferShare).toFixed(0)} %; unpipelined ${hostWholeBatchMs.toFixed(2)} ms)`,
       );
     }
     xd.dispose();
@@ -182,6 +186,19 @@ function main(): void {
     results: rows,
   };
   if (args.out) fs.writeFileSync(args.out, JSON.stringify(result, null, 1) + '\n');
+}
+
+// Runs f with an environment variable set for the native code (which reads it at each call), then
+// restores it.
+function withEnv<T>(name: string, value: string, f: () => T): T {
+  const before = process.env[name];
+  process.env[name] = value;
+  try {
+    return f();
+  } finally {
+    if (before === undefined) delete process.env[name];
+    else process.env[name] = before;
+  }
 }
 
 main();

@@ -213,6 +213,43 @@ onDevice(`device-resident tensors on ${where}${skipped}`, () => {
     xd.dispose();
   });
 
+  // Host arrays run pipelined in chunks of items when a batch fills more than a pinned block; the
+  // emulated build can force small chunks (COVPOOL_CUDA_PIPELINE_ITEMS, set natively).
+  (info.cudaEmulated ? test : test.skip)('host arrays pipelined in chunks of 1-3 items: the device-tensor results, bit for bit; errors name the batch item', () => {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const addon = (require('../lib/native') as typeof import('../lib/native')).native();
+    const x = reluFeatures(5, 12, 9, 12);
+    const xd = x.toSync('cuda');
+    for (const method of ['ns', 'svd-pade', 'svd-lyap'] as const) {
+      const layer = new CovPoolLayer({ method, device: 'cuda' });
+      const whole = layer.forwardSync(xd);
+      const wholeOut = whole.output.toSync('cpu');
+      const dy = wholeOut; // the output doubles as a host gradient
+      for (const items of ['1', '2', '3']) {
+        addon.emulatorSetEnv!('COVPOOL_CUDA_PIPELINE_ITEMS', items);
+        try {
+          const r = layer.forwardSync(x);
+          expect(sameBits(r.output.data, wholeOut.data)).toBe(true);
+          const g = layer.backwardSync(r.state, dy, { retainState: true });
+          const gd = layer.backwardSync(r.state, dy.toSync('cuda'));
+          expect(sameBits(g.data, host(gd).data)).toBe(true);
+        } finally {
+          addon.emulatorSetEnv!('COVPOOL_CUDA_PIPELINE_ITEMS');
+        }
+      }
+      expect(sameBits(layer.backwardSync(whole.state, dy).data, layer.backwardSync(layer.forwardSync(x).state, dy).data)).toBe(true);
+    }
+    const bad = new Tensor(Float64Array.from(x.data), x.shape);
+    bad.data[3 * 12 * 9 + 4] = Infinity;
+    addon.emulatorSetEnv!('COVPOOL_CUDA_PIPELINE_ITEMS', '2');
+    try {
+      expectThrow(() => new CovPoolLayer({ method: 'svd', device: 'cuda' }).forwardSync(bad), 'Error', /batch item 3: the features contain NaN or Infinity/);
+    } finally {
+      addon.emulatorSetEnv!('COVPOOL_CUDA_PIPELINE_ITEMS');
+    }
+    xd.dispose();
+  });
+
   test('devices mixed in one call are an error naming both; so is a layer or an option elsewhere', () => {
     const x = reluFeatures(2, 6, 8, 9);
     const xd = x.toSync('cuda');

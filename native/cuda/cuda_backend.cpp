@@ -30,6 +30,8 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -206,45 +208,72 @@ struct DeviceContext {
 
   // ---- copies between host arrays and the device --------------------------------------------------
   // From pageable memory the driver copies through small buffers of its own, at a fraction of the
-  // bus's rate and without overlap. So copies of host arrays go through two pinned blocks instead
-  // (allocated on first use, `stagingChunk` bytes each, kept): the host's memcpy of one chunk into a
-  // pinned block overlaps the DMA of the previous chunk out of the other, and each DMA runs at the
-  // full PCIe rate. An event per block says when its last DMA is done, before the host refills it.
-  // Copies of at most kDirectBytes (status words, info arrays, single values) go directly, and so
-  // does everything when pinned memory cannot be had.
+  // bus's rate and without overlap. So copies of host arrays go through pinned blocks instead: two
+  // for each direction (allocated on first use, `stagingChunk` bytes each, kept). The host's memcpy
+  // of one chunk into a pinned block overlaps the DMA of the previous chunk out of the other, and
+  // each DMA runs at the full PCIe rate; an event per block says when its last DMA is done, before
+  // the host refills it. Copies of at most kDirectBytes (status words, info arrays, single values)
+  // go directly, and so does everything when pinned memory cannot be had.
+  struct Staging {
+    void* block[2] = {nullptr, nullptr};
+    cudaEvent_t done[2] = {nullptr, nullptr};  // the last DMA in or out of each block
+    bool busy[2] = {false, false};
+  };
   static constexpr std::size_t kDirectBytes = std::size_t(64) << 10;
   std::size_t stagingChunk = stagingChunkBytes();
-  void* pinned[2] = {nullptr, nullptr};
-  cudaEvent_t pinnedDone[2] = {nullptr, nullptr};
-  bool pinnedBusy[2] = {false, false};
+  Staging up, down;  // host -> device, device -> host (a pipelined call uses both at once)
   bool pinnedUnavailable = false;
 
   bool staged(std::size_t bytes) {
     if (bytes <= std::min(kDirectBytes, stagingChunk / 4) || pinnedUnavailable) return false;
-    if (pinned[0]) return true;
-    for (int k = 0; k < 2; ++k)
-      if (cudaHostAlloc(&pinned[k], stagingChunk, cudaHostAllocDefault) != cudaSuccess ||
-          cudaEventCreateWithFlags(&pinnedDone[k], cudaEventDisableTiming) != cudaSuccess) {
-        cudaGetLastError();
-        for (int j = 0; j <= k; ++j) {
-          if (pinned[j]) cudaFreeHost(pinned[j]);
-          if (pinnedDone[j]) cudaEventDestroy(pinnedDone[j]);
-          pinned[j] = nullptr;
-          pinnedDone[j] = nullptr;
+    if (down.block[1]) return true;
+    for (Staging* st : {&up, &down})
+      for (int k = 0; k < 2; ++k)
+        if (cudaHostAlloc(&st->block[k], stagingChunk, cudaHostAllocDefault) != cudaSuccess ||
+            cudaEventCreateWithFlags(&st->done[k], cudaEventDisableTiming) != cudaSuccess) {
+          cudaGetLastError();
+          for (Staging* t : {&up, &down}) {
+            for (int j = 0; j < 2; ++j) {
+              if (t->block[j]) cudaFreeHost(t->block[j]);
+              if (t->done[j]) cudaEventDestroy(t->done[j]);
+            }
+            *t = Staging{};
+          }
+          pinnedUnavailable = true;  // no pinned memory here: pageable copies from now on
+          return false;
         }
-        pinnedUnavailable = true;  // no pinned memory here: pageable copies from now on
-        return false;
-      }
     return true;
   }
-  void waitPinned(int k) {
-    if (pinnedBusy[k]) CK_CUDA(cudaEventSynchronize(pinnedDone[k]));
-    pinnedBusy[k] = false;
+  void waitPinned(Staging& st, int k) {
+    if (st.busy[k]) CK_CUDA(cudaEventSynchronize(st.done[k]));
+    st.busy[k] = false;
   }
-  void pinnedCopy(int k, void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
-    CK_CUDA(cudaMemcpyAsync(dst, src, bytes, kind, stream));
-    CK_CUDA(cudaEventRecord(pinnedDone[k], stream));
-    pinnedBusy[k] = true;
+  // Block k of `st` once its last DMA is done, for the host to fill (up) or read (down).
+  void* pinned(Staging& st, int k) {
+    waitPinned(st, k);
+    return st.block[k];
+  }
+  // The DMA of block k of `up` (filled by the host) to dst, on stream s.
+  void sendPinned(int k, cudaStream_t s, void* dst, std::size_t bytes) {
+    CK_CUDA(cudaMemcpyAsync(dst, up.block[k], bytes, cudaMemcpyHostToDevice, s));
+    CK_CUDA(cudaEventRecord(up.done[k], s));
+    up.busy[k] = true;
+  }
+  // Host -> device through block k of `up`, on stream s: returns once the host's part is done.
+  void stageIn(int k, cudaStream_t s, void* dst, const void* src, std::size_t bytes) {
+    std::memcpy(pinned(up, k), src, bytes);
+    sendPinned(k, s, dst, bytes);
+  }
+  // Device -> block k of `down`, on stream s; finishOut copies it to the host once the DMA is done.
+  void stageOut(int k, cudaStream_t s, const void* src, std::size_t bytes) {
+    waitPinned(down, k);
+    CK_CUDA(cudaMemcpyAsync(down.block[k], src, bytes, cudaMemcpyDeviceToHost, s));
+    CK_CUDA(cudaEventRecord(down.done[k], s));
+    down.busy[k] = true;
+  }
+  void finishOut(int k, void* dst, std::size_t bytes) {
+    waitPinned(down, k);
+    std::memcpy(dst, down.block[k], bytes);
   }
   // Host array -> device, in stream order; `src` may be reused as soon as this returns.
   void toDevice(void* dst, const void* src, std::size_t bytes) {
@@ -253,13 +282,9 @@ struct DeviceContext {
       CK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
       return;
     }
-    for (std::size_t off = 0, k = 0; off < bytes; off += stagingChunk, ++k) {
-      const std::size_t n = std::min(stagingChunk, bytes - off);
-      const int b = static_cast<int>(k & 1);
-      waitPinned(b);
-      std::memcpy(pinned[b], static_cast<const char*>(src) + off, n);
-      pinnedCopy(b, static_cast<char*>(dst) + off, pinned[b], n, cudaMemcpyHostToDevice);
-    }
+    for (std::size_t off = 0, k = 0; off < bytes; off += stagingChunk, ++k)
+      stageIn(static_cast<int>(k & 1), stream, static_cast<char*>(dst) + off, static_cast<const char*>(src) + off,
+              std::min(stagingChunk, bytes - off));
   }
   // Device -> host array, after everything queued before it; `dst` holds the data when this returns.
   void toHost(void* dst, const void* src, std::size_t bytes) {
@@ -271,20 +296,20 @@ struct DeviceContext {
     }
     const std::size_t chunks = (bytes + stagingChunk - 1) / stagingChunk;
     auto size = [&](std::size_t k) { return std::min(stagingChunk, bytes - k * stagingChunk); };
-    auto issue = [&](std::size_t k) {
-      const int b = static_cast<int>(k & 1);
-      waitPinned(b);
-      pinnedCopy(b, pinned[b], static_cast<const char*>(src) + k * stagingChunk, size(k), cudaMemcpyDeviceToHost);
-    };
+    auto issue = [&](std::size_t k) { stageOut(static_cast<int>(k & 1), stream, static_cast<const char*>(src) + k * stagingChunk, size(k)); };
     issue(0);
     if (chunks > 1) issue(1);
     for (std::size_t k = 0; k < chunks; ++k) {  // the DMA of chunk k + 1 runs while chunk k is copied out
-      const int b = static_cast<int>(k & 1);
-      waitPinned(b);
-      std::memcpy(static_cast<char*>(dst) + k * stagingChunk, pinned[b], size(k));
+      finishOut(static_cast<int>(k & 1), static_cast<char*>(dst) + k * stagingChunk, size(k));
       if (k + 2 < chunks) issue(k + 2);
     }
   }
+  // The stream copies of a pipelined call run on (created on first use), beside `stream`.
+  cudaStream_t copyStream() {
+    if (!copies) CK_CUDA(cudaStreamCreateWithFlags(&copies, cudaStreamNonBlocking));
+    return copies;
+  }
+  cudaStream_t copies = nullptr;
   void copy(void* dst, const void* src, std::size_t bytes) {
     if (bytes) CK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
   }
@@ -320,8 +345,12 @@ class Scope {
 // collector's included.
 class CudaStorage final : public DeviceStorage {
  public:
-  template <class T> CudaStorage(DeviceContext& cx, DeviceArray<T>&& a) : cx_(&cx), bytes_(a.bytes()), p_(a.release()) {}
-  ~CudaStorage() override { cx_->cache.release(p_, bytes_); }
+  template <class T> CudaStorage(DeviceContext& cx, DeviceArray<T>&& a) : cx_(&cx), bytes_(a.bytes()), p_(a.release()), owns_(true) {}
+  // A slice of memory someone else owns and keeps alive longer (a pipelined call's chunks).
+  CudaStorage(DeviceContext& cx, void* p) : cx_(&cx), bytes_(0), p_(p), owns_(false) {}
+  ~CudaStorage() override {
+    if (owns_) cx_->cache.release(p_, bytes_);
+  }
   void* data() const override { return p_; }
   int device() const override { return cx_->device; }
   DeviceContext* context() const { return cx_; }
@@ -330,6 +359,7 @@ class CudaStorage final : public DeviceStorage {
   DeviceContext* cx_;
   std::size_t bytes_;
   void* p_;
+  bool owns_;
 };
 
 // The device memory of a device buffer, which must live on this context's device.
@@ -806,10 +836,10 @@ void sqrtmForward(CudaState<Ti, Ts>& st, Ts* a, Ts* s, ItemChecks& checks, Raise
   raiseInput(badInput, code);
 }
 
+// The whole forward of a batch on the device (the caller holds the device's Scope).
 template <class Ti, class Ts>
-std::shared_ptr<State> forwardImpl(DeviceContext& cx, const Buffer& in, Dims d, const SqrtmOptions& o, bool fromFeatures,
-                                   bool vectorize, Buffer& out) {
-  Scope scope(cx);
+std::shared_ptr<State> forwardLocked(DeviceContext& cx, const Buffer& in, Dims d, const SqrtmOptions& o, bool fromFeatures,
+                                     bool vectorize, Buffer& out) {
   cudaStream_t stream = cx.stream;
   auto st = std::make_shared<CudaState<Ti, Ts>>(cx);
   st->describe(fromFeatures ? StateKind::Layer : StateKind::Sqrtm, d, DTypeOf<Ti>::value, o, fromFeatures && vectorize);
@@ -937,12 +967,12 @@ template <class Ti, class Ts> void sqrtmBackward(const CudaState<Ti, Ts>& st, co
   K::symmetrize<Ts>(dA, dA, B, n, stream);
 }
 
-template <class Ti, class Ts> Buffer backwardImpl(DeviceContext& cx, const State& base, const Buffer& dOut) {
+// The whole backward of a state on the device (the caller holds the device's Scope).
+template <class Ti, class Ts> Buffer backwardLocked(DeviceContext& cx, const State& base, const Buffer& dOut) {
   const auto* stp = dynamic_cast<const CudaState<Ti, Ts>*>(&base);
   if (!stp || stp->cx != &cx)
     failType("the state was made on another device or backend; run backward where its forward ran (" + cx.name + " here)");
   const CudaState<Ti, Ts>& st = *stp;
-  Scope scope(cx);
   cudaStream_t stream = cx.stream;
   const Dims d = st.dims;
   const int B = d.B, C = d.C, N = d.N;
@@ -993,6 +1023,212 @@ template <class Ti, class Ts> Buffer backwardImpl(DeviceContext& cx, const State
     failItem(bad, std::string(methodName(st.options.method)) + " produced a non-finite gradient");
   }
   return grad;
+}
+
+// ---- pipelined calls on host arrays -----------------------------------------------------------------
+// A call on host arrays copies its input to the device and its result back. Split into chunks of
+// items, the copy of chunk k + 1 in and of chunk k - 1 out run on a second stream (through the
+// pinned blocks) while chunk k computes: the call costs about the device-resident call plus one
+// chunk's copies, instead of plus all of them. Each chunk is the device-resident call on its slice
+// of the batch, which gives every item exactly the result the whole batch gives it (every step is
+// per item). Its state is a ChunkedState of the chunks' states, whose backward runs the same way.
+
+// A state made chunk by chunk: each part is the state of items first[k] ...
+class ChunkedState final : public State {
+ public:
+  explicit ChunkedState(DeviceContext& c) : cx(&c) {}
+  DeviceContext* cx;
+  std::vector<int> first;  // each part's first item, and B at the end
+  std::vector<std::shared_ptr<State>> parts;
+  std::size_t bytes() const override {
+    std::size_t b = 0;
+    for (const auto& p : parts) b += p->bytes();
+    return b;
+  }
+};
+
+// Items per chunk of a pipelined call whose items take `inBytes` and `outBytes` on the host: what one
+// pinned block holds (COVPOOL_CUDA_PIPELINE_ITEMS sets it; 0 never pipelines). B (no pipelining)
+// when that gives fewer than two chunks.
+int pipelineItems(const DeviceContext& cx, int B, std::size_t inBytes, std::size_t outBytes) {
+  long long items = static_cast<long long>(cx.stagingChunk / std::max<std::size_t>({inBytes, outBytes, 1}));
+  const char* v = std::getenv("COVPOOL_CUDA_PIPELINE_ITEMS");
+  if (v && *v) items = std::min(items, std::atoll(v));  // never more than a pinned block holds
+  if (items <= 0 || items >= B) return B;
+  return static_cast<int>(items);
+}
+
+// A per-chunk error with its item number made the batch's.
+[[noreturn]] void rethrowForBatch(const CovpoolError& e, int first) {
+  static const std::string tag = "batch item ";
+  const std::string msg = e.what();
+  if (first == 0 || msg.rfind(tag, 0) != 0) throw e;
+  std::size_t used = 0;
+  const long long item = std::stoll(msg.substr(tag.size()), &used);
+  throw CovpoolError(tag + std::to_string(item + first) + msg.substr(tag.size() + used));
+}
+
+// Runs f on a second host thread until the returned guard is joined or destroyed (inline if no thread
+// can be made). Only plain memory copies run there: every CUDA call stays on the calling thread.
+class HostSide {
+ public:
+  template <class F> explicit HostSide(F&& f) {
+    try {
+      t_ = std::thread(std::forward<F>(f));
+    } catch (const std::system_error&) {
+      f();
+    }
+  }
+  ~HostSide() { join(); }
+  void join() {
+    if (t_.joinable()) t_.join();
+  }
+
+ private:
+  std::thread t_;
+};
+
+// Runs the pipeline: for each chunk k of `items`-item slices, `in` (per item inPer elements of Ti,
+// host) goes to the device, run(k, first item, items, device input slice) computes it there and
+// returns its result (per item outPer elements of To, on the device), which comes back into `out`
+// (host). run() blocks (its checkpoints wait for the device), so everything else is arranged to
+// happen while it does:
+//   - on the copy stream, the DMA of chunk k + 1 in and of chunk k - 1 out;
+//   - on a second host thread, the memcpy of chunk k + 2 into a pinned block and of chunk k - 2 out
+//     of one (each block's previous DMA is finished before that thread is started).
+// Not hidden: chunk 0's copy in and chunk 1's memcpy, the last two chunks' memcpy out. Both streams
+// are idle when it returns or throws, so nothing it queued outlives the buffers it used.
+template <class Ti, class To, class Run>
+void pipeline(DeviceContext& cx, const Buffer& in, std::size_t inPer, int B, int items, Buffer& out, std::size_t outPer, Run&& run) {
+  const int chunks = (B + items - 1) / items;
+  auto first = [&](int k) { return static_cast<std::size_t>(std::min(B, k * items)); };
+  auto count = [&](int k) { return first(k + 1) - first(k); };
+  auto inBytes = [&](int k) { return count(k) * inPer * sizeof(Ti); };
+  auto outBytes = [&](int k) { return count(k) * outPer * sizeof(To); };
+  const Ti* host = in.as<Ti>();
+  To* hostOut = out.as<To>();
+  cudaStream_t copies = cx.copyStream();
+  DeviceArray<Ti> din = cx.alloc<Ti>(static_cast<std::size_t>(B) * inPer);  // the whole input, landing chunk by chunk
+  std::vector<Buffer> results(chunks);                                        // each chunk's result, until it is out
+  cudaEvent_t computed = nullptr;
+  CK_CUDA(cudaEventCreateWithFlags(&computed, cudaEventDisableTiming));
+  struct Idle {  // on every exit: both streams drained, the event gone
+    DeviceContext& cx;
+    cudaEvent_t ev;
+    ~Idle() {
+      cudaStreamSynchronize(cx.copies);
+      cudaStreamSynchronize(cx.stream);
+      cudaEventDestroy(ev);
+    }
+  } idle{cx, computed};
+  auto dmaIn = [&](int k) { cx.sendPinned(k & 1, copies, din.data() + first(k) * inPer, inBytes(k)); };
+  auto copyOut = [&](int k, const void* block) { std::memcpy(hostOut + first(k) * outPer, block, outBytes(k)); };
+
+  cx.stageIn(0, copies, din.data(), host, inBytes(0));
+  if (chunks > 1) cx.stageIn(1, copies, din.data() + first(1) * inPer, host + first(1) * inPer, inBytes(1));
+  for (int k = 0; k < chunks; ++k) {
+    CK_CUDA(cudaStreamWaitEvent(cx.stream, cx.up.done[k & 1], 0));  // chunk k has landed
+    // The host's share of chunks k + 2 (in) and k - 2 (out), both through blocks k & 1, beside run(k).
+    void* inBlock = k + 2 < chunks ? cx.pinned(cx.up, k & 1) : nullptr;
+    const void* outBlock = k >= 2 ? cx.pinned(cx.down, k & 1) : nullptr;
+    HostSide side([&, k, inBlock, outBlock] {
+      if (inBlock) std::memcpy(inBlock, host + first(k + 2) * inPer, inBytes(k + 2));
+      if (outBlock) copyOut(k - 2, outBlock);
+    });
+    const Buffer slice = Buffer::onDevice(DTypeOf<Ti>::value, count(k) * inPer, std::make_shared<CudaStorage>(cx, din.data() + first(k) * inPer));
+    try {
+      results[k] = run(k, static_cast<int>(first(k)), static_cast<int>(count(k)), slice);
+    } catch (const CovpoolError& e) {
+      side.join();
+      rethrowForBatch(e, static_cast<int>(first(k)));
+    }
+    side.join();
+    if (k >= 2) results[k - 2] = Buffer();
+    if (inBlock) dmaIn(k + 2);
+    CK_CUDA(cudaEventRecord(computed, cx.stream));
+    CK_CUDA(cudaStreamWaitEvent(copies, computed, 0));
+    cx.stageOut(k & 1, copies, deviceData(cx, results[k]), outBytes(k));
+  }
+  for (int k = std::max(0, chunks - 2); k < chunks; ++k) {
+    copyOut(k, cx.pinned(cx.down, k & 1));
+    results[k] = Buffer();
+  }
+}
+
+// The forward on host arrays in chunks: a ChunkedState of the chunks' states.
+template <class Ti, class Ts>
+std::shared_ptr<State> forwardPipelined(DeviceContext& cx, const Buffer& in, Dims d, const SqrtmOptions& o, bool fromFeatures, bool vectorize,
+                                        int items, Buffer& out) {
+  const std::size_t C = d.C, tri = C * (C + 1) / 2;
+  const std::size_t inPer = fromFeatures ? C * d.N : C * C, outPer = fromFeatures && vectorize ? tri : C * C;
+  auto chunked = std::make_shared<ChunkedState>(cx);
+  chunked->describe(fromFeatures ? StateKind::Layer : StateKind::Sqrtm, d, DTypeOf<Ti>::value, o, fromFeatures && vectorize);
+  out = Buffer(DTypeOf<Ti>::value, static_cast<std::size_t>(d.B) * outPer);
+  pipeline<Ti, Ti>(cx, in, inPer, d.B, items, out, outPer, [&](int, int b0, int nb, const Buffer& slice) {
+    Dims dk = d;
+    dk.B = nb;
+    Buffer y;
+    chunked->parts.push_back(forwardLocked<Ti, Ts>(cx, slice, dk, o, fromFeatures, vectorize, y));
+    chunked->first.push_back(b0);
+    return y;
+  });
+  chunked->first.push_back(d.B);
+  return chunked;
+}
+
+// The backward of a ChunkedState: chunk by chunk, pipelined for a host gradient; for a device
+// gradient each chunk's gradient lands in its slice of one device result.
+template <class Ti, class Ts> Buffer backwardChunked(DeviceContext& cx, const ChunkedState& st, const Buffer& dOut) {
+  const std::size_t C = st.dims.C, tri = C * (C + 1) / 2;
+  const bool layer = st.kind == StateKind::Layer;
+  const std::size_t inPer = st.vectorize ? tri : C * C, outPer = layer ? C * st.dims.N : C * C;
+  const int chunks = static_cast<int>(st.parts.size()), B = st.dims.B;
+  auto part = [&](int k, const Buffer& dk) {
+    try {
+      return backwardLocked<Ti, Ts>(cx, *st.parts[k], dk);
+    } catch (const CovpoolError& e) {
+      rethrowForBatch(e, st.first[k]);
+    }
+  };
+  if (!dOut.onDevice()) {
+    Buffer out(DTypeOf<Ti>::value, static_cast<std::size_t>(B) * outPer);
+    pipeline<Ti, Ti>(cx, dOut, inPer, B, st.first[1] - st.first[0], out, outPer,
+                     [&](int k, int, int, const Buffer& slice) { return backwardLocked<Ti, Ts>(cx, *st.parts[k], slice); });
+    return out;
+  }
+  DeviceArray<Ti> all = cx.alloc<Ti>(static_cast<std::size_t>(B) * outPer);
+  const Ti* src = static_cast<const Ti*>(deviceData(cx, dOut));
+  for (int k = 0; k < chunks; ++k) {
+    const std::size_t b0 = st.first[k], nb = st.first[k + 1] - st.first[k];
+    const Buffer slice = Buffer::onDevice(DTypeOf<Ti>::value, nb * inPer, std::make_shared<CudaStorage>(cx, const_cast<Ti*>(src + b0 * inPer)));
+    const Buffer g = part(k, slice);
+    cx.copy(all.data() + b0 * outPer, deviceData(cx, g), nb * outPer * sizeof(Ti));
+  }
+  return result<Ti>(cx, std::move(all), static_cast<std::size_t>(B) * outPer, true);
+}
+
+// Every forward: pipelined in chunks for host arrays large enough to be worth it, whole otherwise.
+template <class Ti, class Ts>
+std::shared_ptr<State> forwardImpl(DeviceContext& cx, const Buffer& in, Dims d, const SqrtmOptions& o, bool fromFeatures, bool vectorize,
+                                   Buffer& out) {
+  Scope scope(cx);
+  if (!in.onDevice() && d.B > 1) {
+    const std::size_t C = d.C, tri = C * (C + 1) / 2;
+    const std::size_t inPer = fromFeatures ? C * d.N : C * C, outPer = fromFeatures && vectorize ? tri : C * C;
+    const int items = pipelineItems(cx, d.B, inPer * sizeof(Ti), outPer * sizeof(Ti));
+    if (items < d.B && cx.staged(cx.stagingChunk)) return forwardPipelined<Ti, Ts>(cx, in, d, o, fromFeatures, vectorize, items, out);
+  }
+  return forwardLocked<Ti, Ts>(cx, in, d, o, fromFeatures, vectorize, out);
+}
+
+template <class Ti, class Ts> Buffer backwardImpl(DeviceContext& cx, const State& base, const Buffer& dOut) {
+  Scope scope(cx);
+  if (const auto* chunked = dynamic_cast<const ChunkedState*>(&base)) {
+    if (chunked->cx != &cx)
+      failType("the state was made on another device or backend; run backward where its forward ran (" + cx.name + " here)");
+    return backwardChunked<Ti, Ts>(cx, *chunked, dOut);
+  }
+  return backwardLocked<Ti, Ts>(cx, base, dOut);
 }
 
 template <class F> auto dispatch2(DType ti, DType ts, F&& f) {

@@ -472,6 +472,56 @@ void channelsLastChecks(Backend& cpu, Backend& gpu, DType t, Rng& rng) {
   }
 }
 
+// Host arrays on CUDA run pipelined in chunks of items (copies of one chunk overlapping the compute
+// of another; COVPOOL_CUDA_PIPELINE_ITEMS forces small chunks here). Every step is per item, so each
+// item's result must be exactly the one the whole batch gives on the device (device buffers in and
+// out: no pipelining), forward and backward — bit for bit on the emulated device — and an error must
+// name the batch's item, as the CPU's.
+void pipelineChecks(Backend& cpu, Backend& gpu, Rng& rng) {
+  for (DType t : {DType::F64, DType::F32}) {
+    const Dims d{5, 24, 30};
+    const Buffer x = randomBuffer(t, static_cast<std::size_t>(d.B) * d.C * d.N, rng, true);
+    const Buffer xd = gpu.toDevice(x);
+    for (const char* m : {"ns", "svd-pade", "mpa-lya", "svd-newton"})
+      for (const char* items : {"1", "2", "3"}) {
+        const SqrtmOptions o = resolveOptions(rawOf(m), t, d.C);
+        const std::string tag = std::string(dtypeName(t)) + " layer " + m + " pipelined in chunks of " + items;
+        Buffer yWhole, yChunks;
+        auto whole = gpu.layer(xd, d, o, true, yWhole);
+        setenv("COVPOOL_CUDA_PIPELINE_ITEMS", items, 1);
+        std::shared_ptr<State> chunks;
+        try {
+          chunks = gpu.layer(x, d, o, true, yChunks);
+        } catch (...) {
+          unsetenv("COVPOOL_CUDA_PIPELINE_ITEMS");
+          throw;
+        }
+        const Buffer dy = randomBuffer(t, yChunks.size(), rng, false);
+        const Buffer gChunks = gpu.backward(*chunks, dy);                 // host gradient: pipelined again
+        const Buffer gChunksDev = gpu.toHost(gpu.backward(*chunks, gpu.toDevice(dy)));  // device gradient: per chunk
+        unsetenv("COVPOOL_CUDA_PIPELINE_ITEMS");
+        const Buffer gWhole = gpu.toHost(gpu.backward(*whole, gpu.toDevice(dy)));
+        // Bit for bit on the emulated device (OpenBLAS runs each item's GEMM alone); on a GPU cuBLAS
+        // may pick another algorithm for another batch count, so there to rounding.
+#ifdef COVPOOL_CUDA_EMULATED
+        const double fwdTol = 0, bwdTol = 0;
+#else
+        const double fwdTol = tolFor(t, o.precision, false), bwdTol = tolFor(t, o.precision, true);
+#endif
+        record(tag + " forward", relDiff(gpu.toHost(yWhole), yChunks), fwdTol, true);
+        record(tag + " backward, host gradient", relDiff(gWhole, gChunks), bwdTol, true);
+        record(tag + " backward, device gradient", relDiff(gWhole, gChunksDev), bwdTol, true);
+      }
+    Buffer bad = randomBuffer(t, static_cast<std::size_t>(d.B) * d.C * d.N, rng, true);
+    put(bad, 3 * static_cast<std::size_t>(d.C) * d.N + 7, NAN);  // item 3, in the second chunk of two items
+    setenv("COVPOOL_CUDA_PIPELINE_ITEMS", "2", 1);
+    Buffer y;
+    sameOutcome(std::string(dtypeName(t)) + " NaN features in item 3, pipelined in chunks of 2",
+                [&](Backend& be, int) { be.layer(bad, d, resolveOptions(rawOf("svd"), t, d.C), true, y); }, cpu, gpu);
+    unsetenv("COVPOOL_CUDA_PIPELINE_ITEMS");
+  }
+}
+
 #ifdef COVPOOL_CUDA_EMULATED
 // Error order with injected eigensolver faults: the lowest failing item is reported, as on the CPU
 // (items before an input error still get their eigendecomposition).
@@ -686,6 +736,7 @@ int main(int argc, char** argv) {
   if (gpu) {
     try {
       chunkedBackwardChecks(cpu, *gpu, rng);
+      pipelineChecks(cpu, *gpu, rng);
 #ifdef COVPOOL_CUDA_EMULATED
       faultOrderChecks(*gpu, rng);
 #endif

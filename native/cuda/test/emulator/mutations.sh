@@ -2,7 +2,7 @@
 # Checks that the emulated CUDA device catches the kinds of bugs it exists for: each mutation below
 # is applied to the backend's sources in turn, covpool_cuda_test is rebuilt against the emulator
 # (build-cmake/cuda-emu-mutations, no sanitizers) and must FAIL; the sources are restored after each.
-# Not part of CI (four rebuilds); run by hand after changing the emulator:
+# Not part of CI (five rebuilds); run by hand after changing the emulator:
 #   bash native/cuda/test/emulator/mutations.sh
 set -euo pipefail
 cd "$(dirname "$0")/../../../.."
@@ -16,6 +16,7 @@ mutations=(
   "native/cuda/kernels.cu|s/y\[b \* tri + rowStart(i, n) + (j - i)\] = a\[idx\];/y[b * tri + rowStart(i, n) + (j - i) + 1] = a[idx];/|an off-by-one in a packing kernel"
   "native/cuda/kernels.cu|s/for (int off = 16; off > 0; off >>= 1)/for (int off = 16; off > 1; off >>= 1)/|a shortened warp reduction"
   "native/cuda/cuda_backend.cpp|s/xc, N, sx, xc, N, sx, T(0), a, C, sa, B);/xc, N, sx, xc, N, sx, T(0), a, C + 1, sa, B);/|a wrong leading dimension"
+  "native/cuda/cuda_backend.cpp|s/void\* inBlock = k + 2 < chunks ? cx.pinned(cx.up, k \& 1) : nullptr;/void* inBlock = k + 2 < chunks ? cx.up.block[k \& 1] : nullptr;/|a pinned block refilled before its DMA is known to be done"
 )
 caught=0
 for m in "${mutations[@]}"; do

@@ -786,6 +786,31 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   return syncStream(ev->stream);
 }
 
+// Work queued on `stream` after this waits for the event's last record: here, when the wait is
+// reached, the recording stream runs up to it (and beyond, which a GPU may do too). Work on
+// `stream` that does not wait reads what the other stream has not written yet: NaN, in fresh memory.
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t e, unsigned int flags) {
+  if (cudaError_t err = enter(); err != cudaSuccess) return fail(err);
+  CUevent_st* ev = liveEvent(e, "cudaStreamWaitEvent");
+  StreamState* s = resolveStream(stream, "cudaStreamWaitEvent");
+  if (!ev || !s || flags != 0) {
+    violation("cudaStreamWaitEvent: %s", !ev ? "not a live event" : !s ? "not a live stream" : "flags must be 0");
+    return fail(!ev || !s ? cudaErrorInvalidResourceHandle : cudaErrorInvalidValue);
+  }
+  StreamState* from;
+  std::uint64_t n;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    from = ev->stream;
+    n = ev->recorded;
+  }
+  if (!from || from == s) return cudaSuccess;  // never recorded, or the same stream: in order anyway
+  enqueue(s, "cudaStreamWaitEvent", [ev, from, n] {
+    if (ev->reached < n) drain(from);
+  });
+  return cudaSuccess;
+}
+
 cudaError_t cudaEventQuery(cudaEvent_t e) {
   if (cudaError_t err = enter(); err != cudaSuccess) return fail(err);
   CUevent_st* ev = liveEvent(e, "cudaEventQuery");
