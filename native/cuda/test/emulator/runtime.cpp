@@ -323,11 +323,15 @@ void enqueue(StreamState* s, std::string what, std::function<void()> work) {
 
 namespace {
 // Runs the queue of s (all streams when s is null) under the executor lock, with device memory
-// accessible. After a fault the device's remaining work is dropped, as a faulted context runs nothing.
-cudaError_t drain(StreamState* only) {
+// accessible, until it is empty or `reached` holds (checked before each item: an event wait runs the
+// recording stream up to the record and no further, so later work on it stays queued and any read
+// of its results that lacks a wait of its own still sees the old contents). After a fault the
+// device's remaining work is dropped, as a faulted context runs nothing.
+cudaError_t drain(StreamState* only, const std::function<bool()>& reached = {}) {
   std::lock_guard<std::recursive_mutex> run(executor);
   Access access;
   for (;;) {
+    if (reached && reached()) break;
     std::pair<std::string, std::function<void()>> item;
     int dev = 0;
     {
@@ -773,8 +777,8 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
   return cudaSuccess;
 }
 
-// Waits for the event's last record: here, runs its stream's queue until then (and so beyond, which
-// a GPU may do too).
+// Waits for the event's last record: here, runs its stream's queue up to that record and no
+// further (a GPU may have run more; relying on that is a missing wait, which this shows).
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (cudaError_t err = enter(); err != cudaSuccess) return fail(err);
   CUevent_st* ev = liveEvent(e, "cudaEventSynchronize");
@@ -782,13 +786,21 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     violation("cudaEventSynchronize: %p is not a live event", static_cast<void*>(e));
     return fail(cudaErrorInvalidResourceHandle);
   }
-  if (!ev->stream) return cudaSuccess;  // never recorded: complete
-  return syncStream(ev->stream);
+  StreamState* from;
+  std::uint64_t n;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    from = ev->stream;
+    n = ev->recorded;
+  }
+  if (!from) return cudaSuccess;  // never recorded: complete
+  const cudaError_t r = drain(from, [ev, n] { return ev->reached >= n; });
+  return r == cudaSuccess ? cudaSuccess : fail(r);
 }
 
 // Work queued on `stream` after this waits for the event's last record: here, when the wait is
-// reached, the recording stream runs up to it (and beyond, which a GPU may do too). Work on
-// `stream` that does not wait reads what the other stream has not written yet: NaN, in fresh memory.
+// reached, the recording stream runs up to that record and no further. Work on `stream` that does
+// not wait reads what the other stream has not written yet: NaN, in fresh memory.
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t e, unsigned int flags) {
   if (cudaError_t err = enter(); err != cudaSuccess) return fail(err);
   CUevent_st* ev = liveEvent(e, "cudaStreamWaitEvent");
@@ -806,7 +818,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t e, unsigned int
   }
   if (!from || from == s) return cudaSuccess;  // never recorded, or the same stream: in order anyway
   enqueue(s, "cudaStreamWaitEvent", [ev, from, n] {
-    if (ev->reached < n) drain(from);
+    drain(from, [ev, n] { return ev->reached >= n; });
   });
   return cudaSuccess;
 }
