@@ -18,7 +18,7 @@ MACHINE=build/covpool-machine
 mkdir -p build
 INCLUDES=$(for d in $(node scripts/blas-paths.js include); do printf -- '-I%s ' "$d"; done)
 g++ -O2 -std=c++17 -pthread bench/native/machine.cpp $INCLUDES -lopenblas -o "$MACHINE" || exit 1
-g++ -O2 -std=c++17 bench/native/gemm_check.cpp $INCLUDES -lopenblas -o build/covpool-gemm-check || exit 1
+g++ -O1 -g -fsanitize=address -std=c++17 bench/native/gemm_check.cpp $INCLUDES -lopenblas -o build/covpool-gemm-check || exit 1
 status=0
 build/covpool-gemm-check || status=1
 for core in $CORETYPES; do

@@ -1,7 +1,7 @@
-// Exhaustive check of covpool's own GEMM kernels (native/cpu/small_gemm.h) against a float64/long
-// double reference: every instruction set this CPU runs (AVX2 + FMA; AVX-512), float32 and
-// float64, row counts that leave every remainder of the row blocks, column counts over odd and
-// even numbers of vectors, inner dimensions from 1 to the largest accepted, one and two terms,
+// Exhaustive check of covpool's own GEMM kernels (native/cpu/small_gemm.h) against a long double
+// reference: every instruction set this CPU runs (AVX2 + FMA; AVX-512), float32 and float64, row
+// counts that leave every remainder of the row blocks, column counts over odd and even numbers of
+// vectors and with partial last vectors (masked), inner dimensions from 1 to the largest accepted, one and two terms,
 // op(A) transposed or not, beta 0 / 1 / other, leading dimensions larger than the matrices, full
 // products and upper triangles. Entries the call must not touch (below the diagonal of a
 // triangle, right of the columns in a wider leading dimension) are checked to be as they were.
@@ -20,10 +20,13 @@ using namespace covpool::cpu;
 
 static long cases = 0, failures = 0;
 
-template <class Tr> static void check(const char* isa, int m, int n, int k, int nterms, bool ta, bool upper, double beta, std::mt19937& g) {
+// tight: every array exactly as large as the matrix (leading dimensions = widths), so that a read or
+// write past a partial last vector leaves the allocation (the sanitizer build, bench/test-kernel-
+// choices.sh, reports it); otherwise wider leading dimensions, whose extra entries must stay as they were.
+template <class Tr> static void check(const char* isa, int m, int n, int k, int nterms, bool ta, bool upper, double beta, std::mt19937& g, bool tight = false) {
   using T = typename Tr::T;
   std::normal_distribution<double> d;
-  const int lda = (ta ? m : k) + 3, ldb = n + 5, ldc = n + 7;
+  const int lda = (ta ? m : k) + (tight ? 0 : 3), ldb = n + (tight ? 0 : 5), ldc = n + (tight ? 0 : 7);
   const int aRows = ta ? k : m;
   std::vector<std::vector<T>> as(nterms), bs(nterms);
   std::vector<GemmTerm<T>> terms(nterms);
@@ -76,17 +79,19 @@ template <class Tr> static void check(const char* isa, int m, int n, int k, int 
 template <class Tr> static void sweep(const char* isa) {
   std::mt19937 g(11);
   constexpr int W = Tr::W;
-  const int ns[] = {W, 2 * W, 3 * W, 5 * W, 8 * W, 64, 256};
+  const int ns[] = {1, 3, W - 1, W, W + 1, 2 * W, 2 * W + 3, 3 * W, 5 * W - 2, 8 * W, 49, 64, 196, 256};
   const int ms[] = {1, 2, 3, 5, 6, 7, 8, 9, 11, 12, 13, 17, 25, 31, 33, 64, 100};
   const int ks[] = {1, 2, 7, 16, 33, 64};
   for (int n : ns) {
-    if (n > kSmallGemmMax || n % W) continue;
+    if (n > kSmallGemmMax || n < 1) continue;
     for (int k : ks)
       for (int nterms = 1; nterms <= 2; ++nterms)
         for (int ta = 0; ta <= 1; ++ta)
           for (double beta : {0.0, 1.0, -0.5}) {
             for (int m : ms) check<Tr>(isa, m, n, k, nterms, ta, false, beta, g);
             check<Tr>(isa, n, n, k, nterms, ta, true, beta, g);
+            check<Tr>(isa, 7, n, k, nterms, ta, false, beta, g, true);
+            check<Tr>(isa, n, n, k, nterms, ta, true, beta, g, true);
           }
   }
   // The largest sizes the dispatcher sends here: the MPA-Lya backward's k = 2n product at n = 256.

@@ -53,6 +53,21 @@ inline void transposeTileBelow(double* a, int lda, int i, int j) {
   _mm_storeu_pd(a + j * lda + i, _mm_unpacklo_pd(r0, r1));
   _mm_storeu_pd(a + (j + 1) * lda + i, _mm_unpackhi_pd(r0, r1));
 }
+// b's K x K tile (j, i) = a's tile (i, j) transposed (row stride n for both).
+inline void transposeTile(const float* a, float* b, int n, int i, int j) {
+  __m128 r0 = _mm_loadu_ps(a + (i + 0) * n + j), r1 = _mm_loadu_ps(a + (i + 1) * n + j);
+  __m128 r2 = _mm_loadu_ps(a + (i + 2) * n + j), r3 = _mm_loadu_ps(a + (i + 3) * n + j);
+  _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+  _mm_storeu_ps(b + (j + 0) * n + i, r0);
+  _mm_storeu_ps(b + (j + 1) * n + i, r1);
+  _mm_storeu_ps(b + (j + 2) * n + i, r2);
+  _mm_storeu_ps(b + (j + 3) * n + i, r3);
+}
+inline void transposeTile(const double* a, double* b, int n, int i, int j) {
+  const __m128d r0 = _mm_loadu_pd(a + i * n + j), r1 = _mm_loadu_pd(a + (i + 1) * n + j);
+  _mm_storeu_pd(b + j * n + i, _mm_unpacklo_pd(r0, r1));
+  _mm_storeu_pd(b + (j + 1) * n + i, _mm_unpackhi_pd(r0, r1));
+}
 // The K x K tiles (i, j) and (j, i) of d = u - u^T (i <= j; u and d n x n, distinct).
 inline void antisymmetricTiles(const float* u, float* d, int n, int i, int j) {
   __m128 a0 = _mm_loadu_ps(u + (i + 0) * n + j), a1 = _mm_loadu_ps(u + (i + 1) * n + j);
@@ -85,6 +100,23 @@ inline void antisymmetricTiles(const double* u, double* d, int n, int i, int j) 
   _mm_storeu_pd(d + (j + 1) * n + i, _mm_sub_pd(zero, _mm_unpackhi_pd(d0, d1)));
 }
 #endif
+
+// b = a^T (n x n, distinct arrays), in K x K tiles (SSE2 transposes) within blocks of 128 bytes a
+// row, as mirrorUpper.
+template <class T> void transposeInto(const T* a, T* b, int n) {
+#if defined(__SSE2__)
+  constexpr int K = 16 / sizeof(T), block = 128 / sizeof(T);
+  const int nk = n / K * K;
+  for (int ib = 0; ib < nk; ib += block)
+    for (int jb = 0; jb < nk; jb += block)
+      for (int i = ib; i < std::min(ib + block, nk); i += K)
+        for (int j = jb; j < std::min(jb + block, nk); j += K) transposeTile(a, b, n, i, j);
+#else
+  const int nk = 0;
+#endif
+  for (int i = 0; i < n; ++i)  // rows or columns from nk on
+    for (int j = (i < nk ? nk : 0); j < n; ++j) b[j * n + i] = a[i * n + j];
+}
 
 // Copies the upper triangle into the lower one (syrk and gemmUpper fill only one triangle); lda is
 // the row stride (n when 0). A plain column-order copy misses the cache on every write at n = 256

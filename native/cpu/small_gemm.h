@@ -13,9 +13,9 @@
 // product) accumulate in the same registers. Measured per call by bench/native/mpa_lya.cpp, which
 // prints both.
 //
-// Used for matrices no larger than kSmallGemmMax in every dimension whose column count is a
-// multiple of the vector width, when op(B) is B itself (no transposed B: its columns would be
-// gathered); everything else goes to OpenBLAS. The level (simd_level.h) picks the kernels;
+// Used for matrices no larger than kSmallGemmMax rows and columns (k up to kSmallGemmMaxK), when
+// op(B) is B itself (no transposed B: its columns would be gathered); everything else goes to
+// OpenBLAS. Any column count: a last, partial vector is read and written with masks. The level (simd_level.h) picks the kernels;
 // COVPOOL_CPU_SIMD=baseline turns them off (OpenBLAS does all products).
 #pragma once
 #include <algorithm>
@@ -70,9 +70,16 @@ struct Vt {
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V splat(T x) { return _mm256_set1_ps(x); }
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline void storeFrom(T* p, V v, int first) {
-    const __m256i keep = _mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(first - 1));
-    _mm256_storeu_ps(p, _mm256_blendv_ps(_mm256_loadu_ps(p), v, _mm256_castsi256_ps(keep)));
+  // Lanes first .. last - 1: within the row (last = W) by a blend with what is there, cheaper than
+  // a masked store (vmaskmovps stores are slow on some AMD cores); at the row's end masked.
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline __m256i lanes(int first, int last) {
+    const __m256i i = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_and_si256(_mm256_cmpgt_epi32(i, _mm256_set1_epi32(first - 1)), _mm256_cmpgt_epi32(_mm256_set1_epi32(last), i));
+  }
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V loadFirst(const T* p, int count) { return _mm256_maskload_ps(p, lanes(0, count)); }
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline void storeRange(T* p, V v, int first, int last) {
+    if (last == W) _mm256_storeu_ps(p, _mm256_blendv_ps(_mm256_loadu_ps(p), v, _mm256_castsi256_ps(lanes(first, last))));
+    else _mm256_maskstore_ps(p, lanes(first, last), v);
   }
 };
 struct VtD {
@@ -85,9 +92,14 @@ struct VtD {
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V splat(T x) { return _mm256_set1_pd(x); }
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V mul(V a, V b) { return _mm256_mul_pd(a, b); }
-  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline void storeFrom(T* p, V v, int first) {
-    const __m256i keep = _mm256_cmpgt_epi64(_mm256_setr_epi64x(0, 1, 2, 3), _mm256_set1_epi64x(first - 1));
-    _mm256_storeu_pd(p, _mm256_blendv_pd(_mm256_loadu_pd(p), v, _mm256_castsi256_pd(keep)));
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline __m256i lanes(int first, int last) {
+    const __m256i i = _mm256_setr_epi64x(0, 1, 2, 3);
+    return _mm256_and_si256(_mm256_cmpgt_epi64(i, _mm256_set1_epi64x(first - 1)), _mm256_cmpgt_epi64(_mm256_set1_epi64x(last), i));
+  }
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V loadFirst(const T* p, int count) { return _mm256_maskload_pd(p, lanes(0, count)); }
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline void storeRange(T* p, V v, int first, int last) {
+    if (last == W) _mm256_storeu_pd(p, _mm256_blendv_pd(_mm256_loadu_pd(p), v, _mm256_castsi256_pd(lanes(first, last))));
+    else _mm256_maskstore_pd(p, lanes(first, last), v);
   }
 };
 #include "small_gemm_body.inc"
@@ -113,9 +125,11 @@ struct Vt {
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V splat(T x) { return _mm512_set1_ps(x); }
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline void storeFrom(T* p, V v, int first) {
-    _mm512_mask_storeu_ps(p, static_cast<__mmask16>(0xFFFFu << first), v);
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline __mmask16 lanes(int first, int last) {
+    return static_cast<__mmask16>(((1u << last) - 1u) & ~((1u << first) - 1u));
   }
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V loadFirst(const T* p, int count) { return _mm512_maskz_loadu_ps(lanes(0, count), p); }
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline void storeRange(T* p, V v, int first, int last) { _mm512_mask_storeu_ps(p, lanes(first, last), v); }
 };
 struct VtD {
   using T = double;
@@ -127,9 +141,11 @@ struct VtD {
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V splat(T x) { return _mm512_set1_pd(x); }
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V mul(V a, V b) { return _mm512_mul_pd(a, b); }
-  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline void storeFrom(T* p, V v, int first) {
-    _mm512_mask_storeu_pd(p, static_cast<__mmask8>(0xFFu << first), v);
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline __mmask8 lanes(int first, int last) {
+    return static_cast<__mmask8>(((1u << last) - 1u) & ~((1u << first) - 1u));
   }
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline V loadFirst(const T* p, int count) { return _mm512_maskz_loadu_pd(lanes(0, count), p); }
+  COVPOOL_GEMM_TARGET [[gnu::always_inline]] static inline void storeRange(T* p, V v, int first, int last) { _mm512_mask_storeu_pd(p, lanes(first, last), v); }
 };
 #include "small_gemm_body.inc"
 template <class Tr> COVPOOL_GEMM_TARGET void run(int m, int n, const GemmTerm<typename Tr::T>* terms, int nterms, typename Tr::T alpha, typename Tr::T beta,
@@ -169,6 +185,15 @@ template <> struct SmallGemmTraits<double> {
 };
 #endif
 
+// Whether covpool's kernels take products of this size (m x n result, inner dimension k).
+inline bool smallGemmApplies(int m, int n, int k) {
+#ifdef COVPOOL_X86_DISPATCH
+  return simdLevel() != SimdLevel::Baseline && m > 0 && n > 0 && m <= kSmallGemmMax && n <= kSmallGemmMax && k <= kSmallGemmMaxK;
+#else
+  return false;
+#endif
+}
+
 // Runs the sum of products on covpool's kernels and returns true, or returns false (nothing done)
 // where they do not apply: then the caller uses OpenBLAS. All terms must share ta; upper needs
 // m == n.
@@ -179,14 +204,9 @@ template <class T> bool smallGemm(int m, int n, const GemmTerm<T>* terms, int nt
   for (int t = 0; t < nterms; ++t)
     if (terms[t].k > kSmallGemmMaxK || terms[t].ta != terms[0].ta) return false;
   using Tr = SmallGemmTraits<T>;
-  if (level == SimdLevel::Avx512 && n % Tr::Avx512::W == 0) {
-    gemm_avx512::run<typename Tr::Avx512>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
-    return true;
-  }
-  if (n % Tr::Avx2::W == 0) {
-    gemm_avx2::run<typename Tr::Avx2>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
-    return true;
-  }
+  if (level == SimdLevel::Avx512) gemm_avx512::run<typename Tr::Avx512>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
+  else gemm_avx2::run<typename Tr::Avx2>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
+  return true;
 #endif
   return false;
 }

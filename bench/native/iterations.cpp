@@ -1,9 +1,11 @@
-// Microbenchmark of MPA-Lya's kernels (native/cpu/mpa_lya.h) and of the GEMMs they are made of:
-// thread CPU time per matrix, single-threaded OpenBLAS as covpool runs it, on the normalized square
-// root of a covariance of centred ReLU features (cpu-s: n = 64, N = 49; cpu-l: n = 256, N = 196).
+// Microbenchmark of the iterative methods' kernels, Newton-Schulz (native/cpu/newton_schulz.h) and
+// MPA-Lya (native/cpu/mpa_lya.h), and of the GEMMs they are made of: thread CPU time per matrix,
+// single-threaded BLAS as covpool runs it, on normalized covariances of centred ReLU features
+// (cpu-s: n = 64, N = 49; cpu-l: n = 256, N = 196). The kernels in use follow OPENBLAS_CORETYPE
+// and COVPOOL_CPU_SIMD, as in the addon.
 //
-//   g++ -O3 -std=c++17 bench/native/mpa_lya.cpp native/core/pade.cpp -I/usr/include/x86_64-linux-gnu/openblas-pthread
-//       -lopenblas -llapacke -o /tmp/covpool-mpa && /tmp/covpool-mpa   (one command)
+//   g++ -O3 -std=c++17 bench/native/iterations.cpp native/core/pade.cpp -I/usr/include/x86_64-linux-gnu/openblas-pthread
+//       -lopenblas -llapacke -o /tmp/covpool-iterations && /tmp/covpool-iterations   (one command)
 #include <time.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include "../../native/core/pade.h"
 #include "../../native/cpu/blas.h"
 #include "../../native/cpu/mpa_lya.h"
+#include "../../native/cpu/newton_schulz.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -116,10 +119,20 @@ template <class T> static void run(int n, int N, int reps) {
     }
   }
   const double gf = 2.0 * n * n * n / 1e3;  // MFLOP of one GEMM / 1e3 = flops per us / 1e3
-  printf("%s n = %3d: GEMM %7.1f us (%5.1f GFLOP/s), gemmUpper %7.1f us (%.2f of a GEMM)\n", ty, n, gemmUs, gf / gemmUs, upperUs, upperUs / gemmUs);
+  printf("%s n = %3d: GEMM %7.1f us (%5.1f GFLOP/s), gemmUpper %7.1f us (%.2f of a GEMM)   [OpenBLAS %s, covpool %s]\n", ty, n, gemmUs, gf / gemmUs, upperUs,
+         upperUs / gemmUs, openblas_get_corename ? openblas_get_corename() : "?", simdLevelName(simdLevel()));
   printf("    mpaForward (degree 5)           %8.1f us = %5.2f GEMMs\n", fwdUs, fwdUs / gemmUs);
   printf("    lyapunovSignIteration (8 steps) %8.1f us = %5.2f GEMMs\n", bwdUs, bwdUs / gemmUs);
   printf("    the previous grouping           %8.1f us = %5.2f GEMMs (max difference %.1e of max |X|)\n", prevUs, prevUs / gemmUs, diff / scale);
+  // Newton-Schulz, T = 5, as the layer runs it: the tape's forward, then the backward.
+  const int T_ = 5;
+  std::vector<T> tape(NsTape<T>::matricesNeeded(T_) * m * items), nsWork(nsWorkMatrices * m);
+  std::vector<NsTape<T>> tapes(items);
+  for (int b = 0; b < items; ++b) tapes[b].bind(tape.data() + b * NsTape<T>::matricesNeeded(T_) * m, n, T_, a[b].data());
+  const double nsFwdUs = cpuUs([&] { for (int b = 0; b < items; ++b) nsForward(x[b].data(), tapes[b]); }, reps) / items;
+  const double nsBwdUs = cpuUs([&] { for (int b = 0; b < items; ++b) nsBackward(g[b].data(), c.data(), tapes[b], nsWork.data()); }, reps) / items;
+  printf("    nsForward (T = 5)               %8.1f us = %5.2f GEMMs (6 GEMMs of flops)\n", nsFwdUs, nsFwdUs / gemmUs);
+  printf("    nsBackward (T = 5)              %8.1f us = %5.2f GEMMs (12 GEMMs of flops)\n", nsBwdUs, nsBwdUs / gemmUs);
 }
 
 int main() {
