@@ -55,6 +55,9 @@ constexpr int kSmallGemmMaxK = 512;
 #ifndef COVPOOL_AVX512_MR
 #define COVPOOL_AVX512_MR 8
 #endif
+#ifndef COVPOOL_AVX512_NV
+#define COVPOOL_AVX512_NV 2
+#endif
 
 #ifdef COVPOOL_X86_DISPATCH
 
@@ -107,8 +110,8 @@ struct VtD {
 // 16 AVX2 registers.
 template <class Tr> COVPOOL_GEMM_TARGET void run(int m, int n, const GemmTerm<typename Tr::T>* terms, int nterms, typename Tr::T alpha, typename Tr::T beta,
                              typename Tr::T* c, int ldc, bool upper) {
-  if (terms[0].ta) gemmBody<Tr, 6, true>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
-  else gemmBody<Tr, 6, false>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
+  if (terms[0].ta) gemmBody<Tr, 6, 2, true>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
+  else gemmBody<Tr, 6, 2, false>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
 }
 }  // namespace gemm_avx2
 #undef COVPOOL_GEMM_TARGET
@@ -150,8 +153,8 @@ struct VtD {
 #include "small_gemm_body.inc"
 template <class Tr> COVPOOL_GEMM_TARGET void run(int m, int n, const GemmTerm<typename Tr::T>* terms, int nterms, typename Tr::T alpha, typename Tr::T beta,
                              typename Tr::T* c, int ldc, bool upper) {
-  if (terms[0].ta) gemmBody<Tr, COVPOOL_AVX512_MR, true>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
-  else gemmBody<Tr, COVPOOL_AVX512_MR, false>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
+  if (terms[0].ta) gemmBody<Tr, COVPOOL_AVX512_MR, COVPOOL_AVX512_NV, true>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
+  else gemmBody<Tr, COVPOOL_AVX512_MR, COVPOOL_AVX512_NV, false>(m, n, terms, nterms, alpha, beta, c, ldc, upper);
 }
 }  // namespace gemm_avx512
 #undef COVPOOL_GEMM_TARGET
