@@ -14,6 +14,8 @@
 #include "../../native/cpu/covariance.h"
 #include "../../native/cpu/eigen_sqrtm.h"
 
+extern "C" void openblas_set_num_threads(int);
+
 using namespace covpool;
 using namespace covpool::cpu;
 
@@ -87,6 +89,7 @@ static void run(int n, int N, int reps) {
 }
 
 int main() {
+  openblas_set_num_threads(1);  // as the addon runs it (blas.cpp)
   run(64, 49, 41);
   run(256, 196, 9);
   return 0;

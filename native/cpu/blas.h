@@ -20,8 +20,8 @@ void configureBlasThreads();
 
 inline CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
-// General rectangular, row-major: C (m x n) = alpha op(A) op(B) + beta C, op(A) is m x k. covpool's
-// own kernels (small_gemm.h) where they apply, OpenBLAS otherwise.
+// General rectangular, row-major: C (m x n) = alpha op(A) op(B) + beta C, op(A) is m x k. blasGemm
+// is OpenBLAS's; gemm takes covpool's own kernels (small_gemm.h) where they apply, OpenBLAS otherwise.
 inline void blasGemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {
   cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
