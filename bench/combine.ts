@@ -39,7 +39,11 @@ function main(): void {
     process.stderr.write('usage: node dist/bench/combine.js [--out FILE] covpool-r1.json torch-r1.json [covpool-r2.json torch-r2.json ...]\n');
     process.exit(2);
   }
-  const rounds: Array<{ ours: { rows: OursRow[]; machine?: unknown; backend?: unknown }; torch: { torch?: string; rows: Array<Record<string, unknown>> } }> = [];
+  type Floor = { floor_ms: number; measured_ms: number; ratio_to_floor: number; gemm_rate_gflops: number; gemm_rate_source?: string };
+  const rounds: Array<{
+    ours: { rows: OursRow[]; machine?: unknown; backend?: unknown; kernels?: unknown; ns_floor?: Record<string, Floor> };
+    torch: { torch?: string; cpu_capability?: string; env?: unknown; rows: Array<Record<string, unknown>> };
+  }> = [];
   for (let i = 0; i < files.length; i += 2)
     rounds.push({ ours: JSON.parse(fs.readFileSync(files[i], 'utf8')), torch: JSON.parse(fs.readFileSync(files[i + 1], 'utf8')) });
 
@@ -81,6 +85,27 @@ function main(): void {
     };
   });
 
+  // Newton-Schulz against its GEMM floor, per workload: the rounds' values and their medians.
+  const floorNames = [...new Set(rounds.flatMap((r) => Object.keys(r.ours.ns_floor ?? {})))];
+  const nsFloor = Object.fromEntries(
+    floorNames.map((w) => {
+      const fs_ = rounds.map((r) => r.ours.ns_floor?.[w]).filter((f): f is Floor => f !== undefined);
+      return [
+        w,
+        {
+          rounds: fs_.length,
+          ratio_to_floor: r3(median(fs_.map((f) => f.ratio_to_floor))),
+          measured_ms: r3(median(fs_.map((f) => f.measured_ms))),
+          floor_ms: r3(median(fs_.map((f) => f.floor_ms))),
+          gemm_rate_gflops: r3(median(fs_.map((f) => f.gemm_rate_gflops))),
+          gemm_rate_source: fs_[0]?.gemm_rate_source ?? null,
+          ratio_to_floor_rounds: fs_.map((f) => f.ratio_to_floor),
+          gemm_rate_gflops_rounds: fs_.map((f) => f.gemm_rate_gflops),
+        },
+      ];
+    }),
+  );
+
   const workloads = [...new Set(table.map((r) => r.workload))];
   const methods = [...new Set(table.map((r) => r.method))];
   const fmt = (x: number | null) => (x === null ? '-' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
@@ -94,11 +119,25 @@ function main(): void {
     }
     console.log(line);
   }
+  for (const [w, f] of Object.entries(nsFloor))
+    console.log(`ns ${w}: ${f.ratio_to_floor}x its GEMM floor (rounds ${f.ratio_to_floor_rounds.join(', ')}; floor ${f.floor_ms} ms at ${f.gemm_rate_gflops} GFLOP/s)`);
   if (out) {
     fs.writeFileSync(
       out,
       JSON.stringify(
-        { kind: 'covpool-cpu-bench-combined', date: new Date().toISOString(), files, torch: rounds.map((r) => r.torch.torch ?? null), machine: rounds[0].ours.machine, backend: rounds[0].ours.backend, table },
+        {
+          kind: 'covpool-cpu-bench-combined',
+          date: new Date().toISOString(),
+          files,
+          torch: rounds.map((r) => r.torch.torch ?? null),
+          torch_cpu_capability: rounds.map((r) => r.torch.cpu_capability ?? null),
+          torch_env: rounds[0].torch.env ?? null,
+          machine: rounds[0].ours.machine,
+          backend: rounds[0].ours.backend,
+          kernels: rounds[0].ours.kernels ?? null,
+          table,
+          ns_floor: nsFloor,
+        },
         null,
         1,
       ) + '\n',

@@ -6,10 +6,14 @@
 //
 //   node dist/bench/cpu.js [--workloads cpu-l,cpu-s] [--methods ns,svd,...] [--repeats 9]
 //                          [--warmup 3] [--warmup-ms 500] [--inputs 4] [--out file.json] [--anchor torch.json]
-//                          [--gemm-rate-f32 180] [--gemm-rate-f64 100] [--no-pieces]
+//                          [--machine machine.json] [--gemm-rate-f32 180] [--gemm-rate-f64 100] [--no-pieces]
 //
-// Threads: set COVPOOL_NUM_THREADS (default: the core count). GEMM rates (GFLOP/s) can also come
-// from COVPOOL_BENCH_GEMM_F32 / COVPOOL_BENCH_GEMM_F64.
+// Threads: set COVPOOL_NUM_THREADS (default: the core count). The GEMM rate of the Newton-Schulz
+// floor is measured on the machine the benchmark runs on: --machine names the JSON of
+// bench/native/machine.cpp (bench/run-cpu.sh makes it right before covpool's timings), whose rate
+// of n x n x n products at n = C, run on all the benchmark's threads at once, the floor then uses.
+// Without it the floor falls back to a fixed rate (--gemm-rate-f32 / -f64, or
+// COVPOOL_BENCH_GEMM_F32 / COVPOOL_BENCH_GEMM_F64; GFLOP/s), which the output says.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -49,6 +53,7 @@ interface Args {
   inputs: number;
   out: string;
   anchor?: string;
+  machine?: string;
   gemmRateF32: number;
   gemmRateF64: number;
   pieces: boolean;
@@ -64,7 +69,8 @@ const USAGE = `usage: node dist/bench/cpu.js [options]
   --inputs N         distinct input sets cycled through the runs (default 4)
   --out FILE         JSON output (default bench/results/tmp-cpu-<date>.json)
   --anchor FILE      JSON of the PyTorch baseline (bench/torch/bench_layers.py) run in the same session
-  --gemm-rate-f32 R  GFLOP/s used for the GEMM floor, float32 (default 180 or $COVPOOL_BENCH_GEMM_F32)
+  --machine FILE     JSON of bench/native/machine.cpp: kernels in use and measured GEMM rates (the floor's)
+  --gemm-rate-f32 R  GFLOP/s for the GEMM floor without --machine, float32 (default 180 or $COVPOOL_BENCH_GEMM_F32)
   --gemm-rate-f64 R  GFLOP/s, float64 (default 100 or $COVPOOL_BENCH_GEMM_F64)
   --no-pieces        skip the covpool / eigh piece timings
 Threads: COVPOOL_NUM_THREADS (default: all cores).`;
@@ -140,6 +146,9 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--anchor':
         a.anchor = val();
+        break;
+      case '--machine':
+        a.machine = val();
         break;
       case '--gemm-rate-f32':
         a.gemmRateF32 = positiveNumber(val(), '--gemm-rate-f32');
@@ -302,6 +311,33 @@ function anchorValue(row: Record<string, number | string> | undefined, key: stri
   return typeof v === 'number' && Number.isFinite(v) ? v : null;
 }
 
+// ---- the machine --------------------------------------------------------------------------------
+
+/** What bench/native/machine.cpp reports: the kernels in use and the measured GEMM rates. */
+interface MachineFile {
+  cpu_model?: string;
+  cpu_avx512f?: boolean;
+  openblas_core?: string;
+  covpool_simd?: string;
+  threads?: number;
+  gemm_gflops?: Array<{ n: number; float32?: number; float64?: number } & Record<string, number>>;
+}
+
+function loadMachine(file: string): MachineFile {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as MachineFile;
+  } catch (e) {
+    die(`cannot read machine JSON '${file}': ${(e as Error).message}`);
+  }
+}
+
+/** The measured rate of C x C x C products in this precision, or null. */
+function measuredRate(m: MachineFile | undefined, C: number, precision: string): number | null {
+  const row = m?.gemm_gflops?.find((r) => r.n === C);
+  const v = row?.[precision === 'float64' ? 'float64' : 'float32'];
+  return typeof v === 'number' && v > 0 ? v : null;
+}
+
 // ---- Newton-Schulz FLOP count ----------------------------------------------------------------
 
 /**
@@ -343,6 +379,8 @@ interface NsFloor {
   gemms_performed_bwd: number;
   gflop_performed: number;
   gemm_rate_gflops: number;
+  /** Where the rate came from: measured on this machine (bench/native/machine.cpp) or a fixed one. */
+  gemm_rate_source: string;
   floor_ms: number;
   measured_ms: number;
   measured_fwd_ms: number;
@@ -355,7 +393,7 @@ interface NsFloor {
   meets_target: boolean;
 }
 
-function nsFloor(w: Workload, T: number, precision: string, rate: number, total: Stats, fwd: Stats, bwd: Stats): NsFloor {
+function nsFloor(w: Workload, T: number, precision: string, rate: number, rateSource: string, total: Stats, fwd: Stats, bwd: Stats): NsFloor {
   const { fwd: gf, bwd: gb } = nsGemmCounts(T);
   const n3 = 2 * w.C ** 3; // flops of one n x n x n GEMM
   const nsF = w.B * gf * n3;
@@ -384,6 +422,7 @@ function nsFloor(w: Workload, T: number, precision: string, rate: number, total:
     gemms_performed_bwd: perf.bwd,
     gflop_performed: round(performed / 1e9),
     gemm_rate_gflops: rate,
+    gemm_rate_source: rateSource,
     floor_ms: round(floor),
     measured_ms: total.median_ms,
     measured_fwd_ms: fwd.median_ms,
@@ -501,6 +540,7 @@ function addonInfo(): { file: string; sha256: string; mtime: string } | null {
 function main(): void {
   const args = parseArgs(process.argv.slice(2));
   const anchor = args.anchor ? loadAnchor(args.anchor) : undefined;
+  const machineFile = args.machine ? loadMachine(args.machine) : undefined;
   const info = backendInfo();
   const cpus = os.cpus();
   const loadStart = os.loadavg();
@@ -511,6 +551,12 @@ function main(): void {
   );
   console.log(`repeats ${args.repeats} (median), warm-up >= ${args.warmup} runs and >= ${args.warmupMs} ms, ${args.inputs} input sets; load average ${loadStart.map((l) => l.toFixed(2)).join(' ')}`);
   if (loadStart[0] > 0.5) console.log(`note: the machine is not idle (1-min load ${loadStart[0].toFixed(2)}); timings and ratios may be disturbed`);
+  if (machineFile)
+    console.log(
+      `kernels: OpenBLAS ${machineFile.openblas_core ?? '?'}, covpool ${machineFile.covpool_simd ?? '?'}; CPU ${machineFile.cpu_model ?? '?'}` +
+        `${machineFile.cpu_avx512f ? ' (AVX-512)' : ' (no AVX-512)'}; measured GEMM GFLOP/s on ${machineFile.threads ?? '?'} threads: ` +
+        (machineFile.gemm_gflops ?? []).map((r) => `n=${r.n} f32 ${r.float32} f64 ${r.float64}`).join(', '),
+    );
   if (anchor) console.log(`anchor: ${args.anchor} (torch ${anchor.torch ?? '?'}, ${anchor.device ?? '?'})`);
   else console.log('anchor: none (pass --anchor torch.json for ratios)');
 
@@ -655,8 +701,10 @@ function main(): void {
           (anchorMs !== null ? `  torch ${fmt(anchorMs, 2)} ms  ratio ${speedup!.toFixed(2)}x` : ''),
       );
       if (method === 'ns') {
-        const rate = precision === 'float64' ? args.gemmRateF64 : args.gemmRateF32;
-        floors.push(nsFloor(w, Number(opts.iterations), precision, rate, total, fwd, bwd));
+        const measured = measuredRate(machineFile, w.C, precision);
+        const rate = measured ?? (precision === 'float64' ? args.gemmRateF64 : args.gemmRateF32);
+        const source = measured !== null ? `measured: ${w.C}x${w.C}x${w.C} products on ${machineFile?.threads ?? '?'} threads (${args.machine})` : 'fixed (no --machine)';
+        floors.push(nsFloor(w, Number(opts.iterations), precision, rate, source, total, fwd, bwd));
       }
     }
   }
@@ -678,7 +726,9 @@ function main(): void {
           pad(f.achieved_gflops.toFixed(1), 9) + pad(f.achieved_fwd_gflops.toFixed(1), 8) + pad(f.achieved_bwd_gflops.toFixed(1), 8) +
           '  ' + pad(f.ratio_to_floor.toFixed(2) + (f.meets_target ? '' : '  (>1)'), 12, true),
       );
-    console.log('rate = GFLOP/s assumed for the floor (--gemm-rate-f32/-f64); GFLOP/s = flops of the full-GEMM count / measured time (fwd / bwd: per phase)');
+    console.log(
+      `rate = GFLOP/s of the floor (${floors.map((f) => `${f.workload}: ${f.gemm_rate_source}`).join('; ')}); GFLOP/s = flops of the full-GEMM count / measured time (fwd / bwd: per phase)`,
+    );
   }
 
   const result = {
@@ -701,7 +751,7 @@ function main(): void {
       ...info,
       addon: addonInfo(),
       env: Object.fromEntries(
-        ['COVPOOL_NUM_THREADS', 'COVPOOL_ADDON', 'COVPOOL_HOST_CACHE_MB', 'OPENBLAS_CORETYPE', 'OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'GLIBC_TUNABLES']
+        ['COVPOOL_NUM_THREADS', 'COVPOOL_ADDON', 'COVPOOL_HOST_CACHE_MB', 'COVPOOL_CPU_SIMD', 'COVPOOL_CPU_BASELINE', 'OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE', 'OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'GLIBC_TUNABLES']
           .filter((k) => process.env[k] !== undefined)
           .map((k) => [k, process.env[k]]),
       ),
@@ -717,7 +767,9 @@ function main(): void {
       workloads: args.workloads,
       methods: args.methods,
     },
-    anchor: anchor ? { file: path.resolve(args.anchor!), torch: anchor.torch ?? null, device: anchor.device ?? null } : null,
+    /** The kernels in use and the measured GEMM rates (bench/native/machine.cpp), when given. */
+    kernels: machineFile ? { file: args.machine, ...machineFile } : null,
+    anchor: anchor ? { file: path.relative(process.cwd(), path.resolve(args.anchor!)), torch: anchor.torch ?? null, device: anchor.device ?? null } : null,
     rows,
     pieces,
     ns_floor: Object.fromEntries(floors.map((f) => [f.workload, f])),

@@ -112,11 +112,15 @@ describe('matrix square root forward, float64, well-conditioned input', () => {
   });
 
   test('symmetric products are exact at every size their splitting tells apart', () => {
-    // The CPU forms each symmetric product's upper triangle by a staircase of GEMMs up to 64 rows
-    // and by halving above (gemmUpper in native/cpu/blas.h), in the three transpose patterns the
-    // methods use. These sizes give one-row blocks, uneven last steps, exactly 64, one past it, and
-    // two levels of halving with remainders.
-    for (const n of [3, 9, 31, 64, 65, 100, 136]) {
+    // The CPU forms each symmetric product's upper triangle with its own GEMM kernels where the
+    // column count is a multiple of the vector width (native/cpu/small_gemm.h: tiles of 6 or 8 rows,
+    // two vectors wide, stopping at the diagonal), and otherwise by a staircase of OpenBLAS GEMMs up
+    // to 64 rows and halving above (gemmUpper in native/cpu/blas.h), in the three transpose patterns
+    // the methods use. These sizes give one-row blocks, uneven last steps, exactly 64, one past it,
+    // two levels of halving with remainders, and for the kernels (float64: 4 lanes with AVX2, 8
+    // with AVX-512) odd and even numbers of vectors and every remainder of the row blocks.
+    // bench/native/gemm_check.cpp checks the kernels themselves, shape by shape.
+    for (const n of [3, 9, 24, 31, 40, 64, 65, 100, 136]) {
       const spectrum = Array.from({ length: n }, (_, i) => 0.2 + (1.8 * i) / (n - 1));
       const a = withSpectrum(spectrum, 40 + n);
       // ns: Z Y, Y P and P Z, untransposed

@@ -102,6 +102,10 @@ def main():
         device_name=torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
         threads=None if cuda else torch.get_num_threads(), repeats=repeats, warmup=warmup,
         blas=None if cuda else torch.__config__.show().splitlines()[:12],
+        # Which kernels ran: ATen's vector code (ATEN_CPU_CAPABILITY caps it) and the settings that
+        # cap oneMKL / oneDNN (bench/run-cpu.sh sets them for CPU_KERNELS=avx2).
+        cpu_capability=None if cuda else torch.backends.cpu.get_cpu_capability(),
+        env={k: os.environ[k] for k in ('ATEN_CPU_CAPABILITY', 'MKL_ENABLE_INSTRUCTIONS', 'ONEDNN_MAX_CPU_ISA', 'OMP_NUM_THREADS') if k in os.environ},
         date=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), rows=rows)
     if out:
         with open(out, 'w') as f:

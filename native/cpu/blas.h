@@ -11,6 +11,7 @@
 
 #include "../core/errors.h"
 #include "matrix.h"
+#include "small_gemm.h"
 
 namespace covpool::cpu {
 
@@ -19,25 +20,31 @@ void configureBlasThreads();
 
 inline CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
-// C = alpha * op(A) op(B) + beta * C, all n x n row-major.
-inline void gemm(bool ta, bool tb, int n, float alpha, const float* a, const float* b, float beta, float* c) {
-  cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), n, n, n, alpha, a, n, b, n, beta, c, n);
-}
-inline void gemm(bool ta, bool tb, int n, double alpha, const double* a, const double* b, double beta, double* c) {
-  cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), n, n, n, alpha, a, n, b, n, beta, c, n);
-}
-// General rectangular: C (m x n) = alpha op(A) op(B) + beta C, op(A) is m x k.
-inline void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {
+// General rectangular, row-major: C (m x n) = alpha op(A) op(B) + beta C, op(A) is m x k. blasGemm
+// is OpenBLAS's; gemm takes covpool's own kernels (small_gemm.h) where they apply, OpenBLAS otherwise.
+inline void blasGemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {
   cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
-inline void gemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b, int ldb, double beta, double* c, int ldc) {
+inline void blasGemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda, const double* b, int ldb, double beta, double* c, int ldc) {
   cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+template <class T> void gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
+  if (!tb) {
+    const GemmTerm<T> term{a, lda, ta, b, ldb, k};
+    if (smallGemmFull(m, n, &term, 1, alpha, beta, c, ldc)) return;
+  }
+  blasGemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+// C = alpha * op(A) op(B) + beta * C, all n x n row-major.
+template <class T> void gemm(bool ta, bool tb, int n, T alpha, const T* a, const T* b, T beta, T* c) {
+  gemm(ta, tb, n, n, n, alpha, a, n, b, n, beta, c, n);
 }
 // Upper triangle (diagonal included) of C = alpha op(A) op(B) + beta C, for products known to be
 // symmetric (op(A): n x k, op(B): k x n, row-major; the strictly lower triangle of C is left as it
-// was). OpenBLAS 0.3.21 has no gemmt, so this splits: above 64 rows it halves (the off-diagonal
-// block is one GEMM, the two diagonal blocks recurse); a diagonal block of <= 64 rows is a
-// staircase of wide GEMMs, block row i (h = n/4 rows, rounded up to a multiple of 8) being
+// was). covpool's kernels (small_gemm.h) form it tile by tile up to the diagonal where they apply.
+// Otherwise, as OpenBLAS 0.3.21 has no gemmt, this splits: above 64 rows it halves (the
+// off-diagonal block is one GEMM, the two diagonal blocks recurse); a diagonal block of <= 64 rows
+// is a staircase of wide GEMMs, block row i (h = n/4 rows, rounded up to a multiple of 8) being
 // C[i:i+h, i:n], 0.625 of the block's flops in four calls. Splits fall on multiples of 8: aligned,
 // SIMD-friendly blocks. Against a full GEMM, single-threaded OpenBLAS (bench/native/kernels.cpp),
 // float32 / float64, Cooperlake kernels (what OpenBLAS picks on this AVX-512 machine): 0.67 / 0.64
@@ -46,19 +53,27 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, double alpha, const doub
 template <class T> const T* opRowsFrom(const T* a, int lda, bool ta, int i) { return ta ? a + i : a + static_cast<std::size_t>(i) * lda; }
 template <class T> const T* opColumnsFrom(const T* b, int ldb, bool tb, int i) { return tb ? b + static_cast<std::size_t>(i) * ldb : b + i; }
 template <class T>
-void gemmUpper(bool ta, bool tb, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
+void gemmUpperBlas(bool ta, bool tb, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
   if (n <= 64) {
     const int h = std::max(8, (n / 4 + 7) / 8 * 8);
     for (int i = 0; i < n; i += h)
-      gemm(ta, tb, std::min(h, n - i), n - i, k, alpha, opRowsFrom(a, lda, ta, i), lda, opColumnsFrom(b, ldb, tb, i), ldb, beta,
-           c + static_cast<std::size_t>(i) * ldc + i, ldc);
+      blasGemm(ta, tb, std::min(h, n - i), n - i, k, alpha, opRowsFrom(a, lda, ta, i), lda, opColumnsFrom(b, ldb, tb, i), ldb, beta,
+               c + static_cast<std::size_t>(i) * ldc + i, ldc);
     return;
   }
   const int h = (n / 2 + 7) / 8 * 8;
   const T* bRight = opColumnsFrom(b, ldb, tb, h);
-  gemmUpper(ta, tb, h, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  gemm(ta, tb, h, n - h, k, alpha, a, lda, bRight, ldb, beta, c + h, ldc);
-  gemmUpper(ta, tb, n - h, k, alpha, opRowsFrom(a, lda, ta, h), lda, bRight, ldb, beta, c + static_cast<std::size_t>(h) * ldc + h, ldc);
+  gemmUpperBlas(ta, tb, h, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  blasGemm(ta, tb, h, n - h, k, alpha, a, lda, bRight, ldb, beta, c + h, ldc);
+  gemmUpperBlas(ta, tb, n - h, k, alpha, opRowsFrom(a, lda, ta, h), lda, bRight, ldb, beta, c + static_cast<std::size_t>(h) * ldc + h, ldc);
+}
+template <class T>
+void gemmUpper(bool ta, bool tb, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
+  if (!tb) {
+    const GemmTerm<T> term{a, lda, ta, b, ldb, k};
+    if (smallGemm(n, n, &term, 1, alpha, beta, c, ldc, true)) return;
+  }
+  gemmUpperBlas(ta, tb, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 // Square n x n operands, no transposes.
 template <class T> void gemmUpper(int n, T alpha, const T* a, const T* b, T beta, T* c) {
@@ -71,10 +86,14 @@ template <class T> void symProduct(int n, T alpha, const T* a, const T* b, T* ou
   gemmUpper(n, alpha, a, b, T(0), out);
   mirrorUpper(out, n);
 }
-// out = upper(a1 b1 + a2 b2), mirrored: a symmetric sum of two products (a tangent of one).
+// out = upper(a1 b1 + a2 b2), mirrored: a symmetric sum of two products (a tangent of one). One
+// pass of covpool's kernels (both products accumulate in the same registers) where they apply.
 template <class T> void symProduct2(int n, T alpha, const T* a1, const T* b1, const T* a2, const T* b2, T* out) {
-  gemmUpper(n, alpha, a1, b1, T(0), out);
-  gemmUpper(n, alpha, a2, b2, T(1), out);
+  const GemmTerm<T> terms[2] = {{a1, n, false, b1, n, n}, {a2, n, false, b2, n, n}};
+  if (!smallGemm(n, n, terms, 2, alpha, T(0), out, n, true)) {
+    gemmUpper(n, alpha, a1, b1, T(0), out);
+    gemmUpper(n, alpha, a2, b2, T(1), out);
+  }
   mirrorUpper(out, n);
 }
 

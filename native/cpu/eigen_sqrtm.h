@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "../core/methods.h"
 #include "../core/pade.h"
@@ -163,17 +164,69 @@ template <class T> void eigenSqrtBackward(const SqrtmOptions& o, const T* dS, T*
   T* inner = work + 2 * m;
   symmetrize(dS, g, n);
   // Both sandwich products W G W^T and W^T inner W are symmetric (G and inner are): the first
-  // factor in full, the second as an upper triangle (gemmUpper), 1.6 GEMMs of time instead of 2.
+  // factor in full, the second as an upper triangle (gemmUpper), 1.5-1.6 GEMMs of time instead of 2.
+  // M = W (W G)^T: where covpool's kernels take it (they read B by rows, not transposed), W G is
+  // transposed first (an n^2 pass) so that the triangle is W times a plain matrix.
   gemm(false, false, n, T(1), w, g, T(0), t1);   // W G
-  gemmUpper(false, true, n, n, T(1), t1, n, w, n, T(0), g, n);  // M = W G W^T (g reused)
+  if (smallGemmApplies(n, n, n)) {
+    transposeInto(t1, inner, n);                                   // (W G)^T = G W^T
+    gemmUpper(false, false, n, n, T(1), w, n, inner, n, T(0), g, n);  // M = W G W^T (g reused)
+  } else {
+    gemmUpper(false, true, n, n, T(1), t1, n, w, n, T(0), g, n);
+  }
   mirrorUpper(g, n);
   const T* M = g;
   Vec<T> sq(n);
   for (int i = 0; i < n; ++i) sq[i] = std::sqrt(l[i]);
+  // inner is symmetric: its upper triangle row by row (contiguous, vectorized), then mirrored.
+  bool done = false;
   if (o.method == Method::SVD_LYAP) {
-    for (int i = 0; i < n; ++i)
-      for (int j = 0; j < n; ++j) inner[i * n + j] = M[i * n + j] / (sq[i] + sq[j]);
-  } else {
+    for (int i = 0; i < n; ++i) {
+      const T si = sq[i];
+      const T* mi = M + static_cast<std::size_t>(i) * n;
+      T* xi = inner + static_cast<std::size_t>(i) * n;
+      for (int j = i; j < n; ++j) xi[j] = mi[j] / (si + sq[j]);
+    }
+    done = true;
+  } else if ((o.method == Method::SVD || o.method == Method::SVD_TRUNC || o.method == Method::SVD_TOPN) && std::is_sorted(l, l + n)) {
+    // fillF's ordinary K fused into the pass, no F matrix: per pair (i < j) F_ij = 1/(l_j - l_i),
+    // F_ji = -F_ij (both +inf on ties), clipped for svd-trunc, and X_ij = F_ij M_ij sqrt(l_j) +
+    // F_ji M_ij sqrt(l_i) in the same operations as the general path below. svd and svd-topn
+    // replace non-finite entries by the largest finite entry of F (+inf, NaN) or the smallest
+    // (-inf), replaceNonFinite's rule; with l ascending those are hi = the largest finite 1/gap of
+    // neighbours (fl(l_j - l_i) is smallest for neighbours, and 1/x is monotone under rounding, so
+    // no pair has a larger finite entry; 0 when there is none, from F's zero diagonal) and -hi.
+    const bool clip = o.method == Method::SVD_TRUNC, replace = !clip;
+    const T kappa = static_cast<T>(o.kappa);
+    T hi = 0;
+    for (int i = 0; i + 1 < n; ++i)
+      if (l[i + 1] > l[i]) {
+        const T v = T(1) / (l[i + 1] - l[i]);
+        if (v <= std::numeric_limits<T>::max()) hi = std::max(hi, v);
+      }
+    for (int i = 0; i < n; ++i) {
+      const T li = l[i], si = sq[i];
+      const T* mi = M + static_cast<std::size_t>(i) * n;
+      T* xi = inner + static_cast<std::size_t>(i) * n;
+      xi[i] = mi[i] / (T(2) * si);
+      for (int j = i + 1; j < n; ++j) {
+        T v = T(1) / (l[j] - li);
+        T u = li == l[j] ? v : -v;
+        if (clip) {
+          v = std::clamp(v, -kappa, kappa);
+          u = std::clamp(u, -kappa, kappa);
+        }
+        if (replace) {
+          if (!(std::fabs(v) <= std::numeric_limits<T>::max())) v = v < 0 ? -hi : hi;
+          if (!(std::fabs(u) <= std::numeric_limits<T>::max())) u = u < 0 ? -hi : hi;
+        }
+        const T mij = mi[j];
+        xi[j] = v * mij * sq[j] + u * mij * si;
+      }
+    }
+    done = true;
+  }
+  if (!done) {
     T* F = t1;
     fillF(o, l, F, n, pade);
     // X_ij = F_ij * 2 M_ij sqrt(l_j); inner = sym(X) + diag(M_ii / (2 sqrt l_i))
@@ -181,12 +234,11 @@ template <class T> void eigenSqrtBackward(const SqrtmOptions& o, const T* dS, T*
       inner[i * n + i] = M[i * n + i] / (T(2) * sq[i]);
       for (int j = i + 1; j < n; ++j) {
         const T mij = M[i * n + j];
-        const T v = F[i * n + j] * mij * sq[j] + F[j * n + i] * mij * sq[i];
-        inner[i * n + j] = v;
-        inner[j * n + i] = v;
+        inner[i * n + j] = F[i * n + j] * mij * sq[j] + F[j * n + i] * mij * sq[i];
       }
     }
   }
+  mirrorUpper(inner, n);
   gemm(false, false, n, T(1), inner, w, T(0), t1);  // inner W
   gemmUpper(true, false, n, n, T(1), w, n, t1, n, T(0), dA, n);  // W^T inner W
   mirrorUpper(dA, n);

@@ -38,29 +38,94 @@ template <class T> void symmetrize(const T* a, T* out, int n) {
 
 #if defined(__SSE2__)
 // One K x K tile of the strict upper triangle, rows i.., columns j.. (j > i), copied transposed to
-// rows j.., columns i..; K = 16 / sizeof(T): a tile row is one SSE register.
-inline void transposeTileBelow(float* a, int n, int i, int j) {
+// rows j.., columns i..; K = 16 / sizeof(T): a tile row is one SSE register. lda: the row stride.
+inline void transposeTileBelow(float* a, int lda, int i, int j) {
+  __m128 r0 = _mm_loadu_ps(a + (i + 0) * lda + j), r1 = _mm_loadu_ps(a + (i + 1) * lda + j);
+  __m128 r2 = _mm_loadu_ps(a + (i + 2) * lda + j), r3 = _mm_loadu_ps(a + (i + 3) * lda + j);
+  _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+  _mm_storeu_ps(a + (j + 0) * lda + i, r0);
+  _mm_storeu_ps(a + (j + 1) * lda + i, r1);
+  _mm_storeu_ps(a + (j + 2) * lda + i, r2);
+  _mm_storeu_ps(a + (j + 3) * lda + i, r3);
+}
+inline void transposeTileBelow(double* a, int lda, int i, int j) {
+  const __m128d r0 = _mm_loadu_pd(a + i * lda + j), r1 = _mm_loadu_pd(a + (i + 1) * lda + j);
+  _mm_storeu_pd(a + j * lda + i, _mm_unpacklo_pd(r0, r1));
+  _mm_storeu_pd(a + (j + 1) * lda + i, _mm_unpackhi_pd(r0, r1));
+}
+// b's K x K tile (j, i) = a's tile (i, j) transposed (row stride n for both).
+inline void transposeTile(const float* a, float* b, int n, int i, int j) {
   __m128 r0 = _mm_loadu_ps(a + (i + 0) * n + j), r1 = _mm_loadu_ps(a + (i + 1) * n + j);
   __m128 r2 = _mm_loadu_ps(a + (i + 2) * n + j), r3 = _mm_loadu_ps(a + (i + 3) * n + j);
   _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-  _mm_storeu_ps(a + (j + 0) * n + i, r0);
-  _mm_storeu_ps(a + (j + 1) * n + i, r1);
-  _mm_storeu_ps(a + (j + 2) * n + i, r2);
-  _mm_storeu_ps(a + (j + 3) * n + i, r3);
+  _mm_storeu_ps(b + (j + 0) * n + i, r0);
+  _mm_storeu_ps(b + (j + 1) * n + i, r1);
+  _mm_storeu_ps(b + (j + 2) * n + i, r2);
+  _mm_storeu_ps(b + (j + 3) * n + i, r3);
 }
-inline void transposeTileBelow(double* a, int n, int i, int j) {
+inline void transposeTile(const double* a, double* b, int n, int i, int j) {
   const __m128d r0 = _mm_loadu_pd(a + i * n + j), r1 = _mm_loadu_pd(a + (i + 1) * n + j);
-  _mm_storeu_pd(a + j * n + i, _mm_unpacklo_pd(r0, r1));
-  _mm_storeu_pd(a + (j + 1) * n + i, _mm_unpackhi_pd(r0, r1));
+  _mm_storeu_pd(b + j * n + i, _mm_unpacklo_pd(r0, r1));
+  _mm_storeu_pd(b + (j + 1) * n + i, _mm_unpackhi_pd(r0, r1));
+}
+// The K x K tiles (i, j) and (j, i) of d = u - u^T (i <= j; u and d n x n, distinct).
+inline void antisymmetricTiles(const float* u, float* d, int n, int i, int j) {
+  __m128 a0 = _mm_loadu_ps(u + (i + 0) * n + j), a1 = _mm_loadu_ps(u + (i + 1) * n + j);
+  __m128 a2 = _mm_loadu_ps(u + (i + 2) * n + j), a3 = _mm_loadu_ps(u + (i + 3) * n + j);
+  __m128 t0 = _mm_loadu_ps(u + (j + 0) * n + i), t1 = _mm_loadu_ps(u + (j + 1) * n + i);
+  __m128 t2 = _mm_loadu_ps(u + (j + 2) * n + i), t3 = _mm_loadu_ps(u + (j + 3) * n + i);
+  _MM_TRANSPOSE4_PS(t0, t1, t2, t3);
+  a0 = _mm_sub_ps(a0, t0); a1 = _mm_sub_ps(a1, t1); a2 = _mm_sub_ps(a2, t2); a3 = _mm_sub_ps(a3, t3);
+  _mm_storeu_ps(d + (i + 0) * n + j, a0);
+  _mm_storeu_ps(d + (i + 1) * n + j, a1);
+  _mm_storeu_ps(d + (i + 2) * n + j, a2);
+  _mm_storeu_ps(d + (i + 3) * n + j, a3);
+  if (i == j) return;
+  _MM_TRANSPOSE4_PS(a0, a1, a2, a3);
+  const __m128 zero = _mm_setzero_ps();
+  _mm_storeu_ps(d + (j + 0) * n + i, _mm_sub_ps(zero, a0));
+  _mm_storeu_ps(d + (j + 1) * n + i, _mm_sub_ps(zero, a1));
+  _mm_storeu_ps(d + (j + 2) * n + i, _mm_sub_ps(zero, a2));
+  _mm_storeu_ps(d + (j + 3) * n + i, _mm_sub_ps(zero, a3));
+}
+inline void antisymmetricTiles(const double* u, double* d, int n, int i, int j) {
+  const __m128d a0 = _mm_loadu_pd(u + i * n + j), a1 = _mm_loadu_pd(u + (i + 1) * n + j);
+  const __m128d t0 = _mm_loadu_pd(u + j * n + i), t1 = _mm_loadu_pd(u + (j + 1) * n + i);
+  const __m128d d0 = _mm_sub_pd(a0, _mm_unpacklo_pd(t0, t1)), d1 = _mm_sub_pd(a1, _mm_unpackhi_pd(t0, t1));
+  _mm_storeu_pd(d + i * n + j, d0);
+  _mm_storeu_pd(d + (i + 1) * n + j, d1);
+  if (i == j) return;
+  const __m128d zero = _mm_setzero_pd();
+  _mm_storeu_pd(d + j * n + i, _mm_sub_pd(zero, _mm_unpacklo_pd(d0, d1)));
+  _mm_storeu_pd(d + (j + 1) * n + i, _mm_sub_pd(zero, _mm_unpackhi_pd(d0, d1)));
 }
 #endif
 
-// Copies the upper triangle into the lower one (syrk and gemmUpper fill only one triangle).
-// A plain column-order copy misses the cache on every write at n = 256 (90 us there, a third of a
-// 256^3 GEMM; the symmetric products of newton_schulz.h mirror every result): this one works in
-// blocks of 128 bytes a row (a block's rows stay cached without set conflicts at power-of-two
-// strides) and moves K x K tiles with SSE2 transposes; about 10x faster at n = 256.
-template <class T> void mirrorUpper(T* a, int n) {
+// b = a^T (n x n, distinct arrays), in K x K tiles (SSE2 transposes) within blocks of 128 bytes a
+// row, as mirrorUpper.
+template <class T> void transposeInto(const T* a, T* b, int n) {
+#if defined(__SSE2__)
+  constexpr int K = 16 / sizeof(T), block = 128 / sizeof(T);
+  const int nk = n / K * K;
+  for (int ib = 0; ib < nk; ib += block)
+    for (int jb = 0; jb < nk; jb += block)
+      for (int i = ib; i < std::min(ib + block, nk); i += K)
+        for (int j = jb; j < std::min(jb + block, nk); j += K) transposeTile(a, b, n, i, j);
+#else
+  const int nk = 0;
+#endif
+  for (int i = 0; i < n; ++i)  // rows or columns from nk on
+    for (int j = (i < nk ? nk : 0); j < n; ++j) b[j * n + i] = a[i * n + j];
+}
+
+// Copies the upper triangle into the lower one (syrk and gemmUpper fill only one triangle); lda is
+// the row stride (n when 0). A plain column-order copy misses the cache on every write at n = 256
+// (90 us there, a third of a 256^3 GEMM; the symmetric products of newton_schulz.h mirror every
+// result): this one works in blocks of 128 bytes a row (a block's rows stay cached without set
+// conflicts at power-of-two strides) and moves K x K tiles with SSE2 transposes; about 10x faster
+// at n = 256.
+template <class T> void mirrorUpper(T* a, int n, int lda = 0) {
+  if (lda == 0) lda = n;
 #if defined(__SSE2__)
   constexpr int K = 16 / sizeof(T), block = 128 / sizeof(T);
   const int nk = n / K * K;  // rows and columns below nk go tile by tile
@@ -69,17 +134,49 @@ template <class T> void mirrorUpper(T* a, int n) {
       for (int i = ib; i < std::min(ib + block, nk); i += K)
         for (int j = std::max(jb, i); j < std::min(jb + block, nk); j += K) {
           if (j > i) {
-            transposeTileBelow(a, n, i, j);
+            transposeTileBelow(a, lda, i, j);
           } else {  // a tile on the diagonal
             for (int r = 0; r < K; ++r)
-              for (int c = r + 1; c < K; ++c) a[(i + c) * n + i + r] = a[(i + r) * n + i + c];
+              for (int c = r + 1; c < K; ++c) a[(i + c) * lda + i + r] = a[(i + r) * lda + i + c];
           }
         }
 #else
   const int nk = 0;
 #endif
   for (int i = 0; i < n; ++i)  // the rest (all of it without SSE2): columns from nk on
-    for (int j = std::max(i + 1, nk); j < n; ++j) a[j * n + i] = a[i * n + j];
+    for (int j = std::max(i + 1, nk); j < n; ++j) a[j * lda + i] = a[i * lda + j];
+}
+
+// x += alpha c on the upper triangle (diagonal included), then mirrored: x = upper(x) + alpha c
+// for a symmetric c whose sum with x is symmetric. Row strides ldx, ldc.
+template <class T> void addUpperAndMirror(T* x, int ldx, const T* c, int ldc, T alpha, int n) {
+  for (int i = 0; i < n; ++i) {
+    T* xr = x + static_cast<std::size_t>(i) * ldx;
+    const T* cr = c + static_cast<std::size_t>(i) * ldc;
+    for (int j = i; j < n; ++j) xr[j] += alpha * cr[j];
+  }
+  mirrorUpper(x, n, ldx);
+}
+
+// d = u - u^T (n x n, distinct arrays): the commutator B C - C B from U = B C. In K x K tiles,
+// blocks of 128 bytes a row, as mirrorUpper.
+template <class T> void antisymmetricPart(const T* u, T* d, int n) {
+#if defined(__SSE2__)
+  constexpr int K = 16 / sizeof(T), block = 128 / sizeof(T);
+  const int nk = n / K * K;
+  for (int ib = 0; ib < nk; ib += block)
+    for (int jb = ib; jb < nk; jb += block)
+      for (int i = ib; i < std::min(ib + block, nk); i += K)
+        for (int j = std::max(jb, i); j < std::min(jb + block, nk); j += K) antisymmetricTiles(u, d, n, i, j);
+#else
+  const int nk = 0;
+#endif
+  for (int i = 0; i < n; ++i)  // columns from nk on, and their mirror images
+    for (int j = std::max(i, nk); j < n; ++j) {
+      const T v = u[i * n + j] - u[j * n + i];
+      d[i * n + j] = v;
+      d[j * n + i] = -v;
+    }
 }
 
 template <class T> T trace(const T* a, int n) {

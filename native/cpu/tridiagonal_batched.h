@@ -26,27 +26,9 @@
 #include <numeric>
 #include <vector>
 
-// x86-64 builds with GCC compile the AVX2 + FMA kernels next to the baseline ones and pick at run
-// time (the binaries target baseline x86-64).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define COVPOOL_X86_DISPATCH 1
-#endif
+#include "simd_level.h"  // COVPOOL_X86_DISPATCH, cpuHasAvx2Fma (COVPOOL_CPU_SIMD, COVPOOL_CPU_BASELINE)
 
 namespace covpool::cpu {
-
-#ifdef COVPOOL_X86_DISPATCH
-// COVPOOL_CPU_BASELINE=1 keeps the baseline kernels on any CPU: how the tests cover the code that
-// CPUs without AVX2 (and arm64) run.
-inline bool cpuHasAvx2Fma() {
-  static const bool has = [] {
-    const char* baseline = std::getenv("COVPOOL_CPU_BASELINE");
-    if (baseline && *baseline && std::string(baseline) != "0") return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
-#endif
 
 constexpr int kTridiagonalLanes = 4;
 constexpr int kBatchedTridiagonalMax = 60;
