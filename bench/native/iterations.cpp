@@ -18,29 +18,12 @@
 #include "../../native/cpu/blas.h"
 #include "../../native/cpu/mpa_lya.h"
 #include "../../native/cpu/newton_schulz.h"
+#include "cpu_timer.h"
 
 extern "C" void openblas_set_num_threads(int);
 
 using namespace covpool;
 using namespace covpool::cpu;
-
-static double threadCpuUs() {
-  timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return t.tv_sec * 1e6 + t.tv_nsec * 1e-3;
-}
-
-// Lower-quartile CPU time of `reps` calls of f, in microseconds.
-template <class F> double cpuUs(F&& f, int reps) {
-  std::vector<double> v;
-  for (int r = 0; r < reps; ++r) {
-    const double t = threadCpuUs();
-    f();
-    v.push_back(threadCpuUs() - t);
-  }
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 4];
-}
 
 // The normalized covariance (trace 1) of centred ReLU features, n channels, N positions.
 template <class T> static std::vector<T> normalizedCovariance(int n, int N, unsigned seed) {
