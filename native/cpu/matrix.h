@@ -37,23 +37,9 @@ template <class T> void symmetrize(const T* a, T* out, int n) {
 }
 
 #if defined(__SSE2__)
-// One K x K tile of the strict upper triangle, rows i.., columns j.. (j > i), copied transposed to
-// rows j.., columns i..; K = 16 / sizeof(T): a tile row is one SSE register. lda: the row stride.
-inline void transposeTileBelow(float* a, int lda, int i, int j) {
-  __m128 r0 = _mm_loadu_ps(a + (i + 0) * lda + j), r1 = _mm_loadu_ps(a + (i + 1) * lda + j);
-  __m128 r2 = _mm_loadu_ps(a + (i + 2) * lda + j), r3 = _mm_loadu_ps(a + (i + 3) * lda + j);
-  _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-  _mm_storeu_ps(a + (j + 0) * lda + i, r0);
-  _mm_storeu_ps(a + (j + 1) * lda + i, r1);
-  _mm_storeu_ps(a + (j + 2) * lda + i, r2);
-  _mm_storeu_ps(a + (j + 3) * lda + i, r3);
-}
-inline void transposeTileBelow(double* a, int lda, int i, int j) {
-  const __m128d r0 = _mm_loadu_pd(a + i * lda + j), r1 = _mm_loadu_pd(a + (i + 1) * lda + j);
-  _mm_storeu_pd(a + j * lda + i, _mm_unpacklo_pd(r0, r1));
-  _mm_storeu_pd(a + (j + 1) * lda + i, _mm_unpackhi_pd(r0, r1));
-}
-// b's K x K tile (j, i) = a's tile (i, j) transposed (row stride n for both).
+// b's K x K tile (j, i) = a's tile (i, j) transposed, K = 16 / sizeof(T): a tile row is one SSE
+// register; n is the row stride of both. All of a tile is loaded before any of it is stored, so b
+// may be a (mirrorUpper: tiles of one array).
 inline void transposeTile(const float* a, float* b, int n, int i, int j) {
   __m128 r0 = _mm_loadu_ps(a + (i + 0) * n + j), r1 = _mm_loadu_ps(a + (i + 1) * n + j);
   __m128 r2 = _mm_loadu_ps(a + (i + 2) * n + j), r3 = _mm_loadu_ps(a + (i + 3) * n + j);
@@ -134,7 +120,7 @@ template <class T> void mirrorUpper(T* a, int n, int lda = 0) {
       for (int i = ib; i < std::min(ib + block, nk); i += K)
         for (int j = std::max(jb, i); j < std::min(jb + block, nk); j += K) {
           if (j > i) {
-            transposeTileBelow(a, lda, i, j);
+            transposeTile(a, a, lda, i, j);
           } else {  // a tile on the diagonal
             for (int r = 0; r < K; ++r)
               for (int c = r + 1; c < K; ++c) a[(i + c) * lda + i + r] = a[(i + r) * lda + i + c];
