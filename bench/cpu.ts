@@ -263,17 +263,26 @@ interface Warmup {
  * Runs `step(set)` warmup + repeats times, cycling through the input sets so consecutive runs
  * never see the same data. `step` returns the timed phases of one run in ms.
  */
-function timeSteps(sets: number, warmup: Warmup, repeats: number, step: (set: number) => number[]): Stats[] {
+// One turn of the event loop, as a training loop takes between steps (it awaits its data, tfjs's
+// model.fit awaits each batch): finalizers Node defers to the loop run there, among them the one
+// that gives a collected result array's memory back to covpool (see memoryStats().host.resultArrayBytes).
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+async function timeSteps(sets: number, warmup: Warmup, repeats: number, step: (set: number) => number[]): Promise<Stats[]> {
   // Warm-up by count and by time: allocation paths (glibc's adaptive mmap threshold, V8 freeing
   // output buffers at GC) take a few dozen calls to settle into what a training loop sees.
   const w0 = now();
   let i = 0;
-  for (; i < warmup.runs || (now() - w0 < warmup.ms && i < 200); i++) step(i % sets);
+  for (; i < warmup.runs || (now() - w0 < warmup.ms && i < 200); i++) {
+    step(i % sets);
+    await turn();
+  }
   warmup = { ...warmup, runs: i };
   const phases: number[][] = [];
   for (let r = 0; r < repeats; r++) {
-    const t = step((warmup.runs + r) % sets);
+    const t = step((warmup.runs + r) % sets); // timed inside step; the turn between steps is not
     t.forEach((v, i) => (phases[i] ??= []).push(v));
+    await turn();
   }
   return phases.map(stats);
 }
@@ -537,7 +546,7 @@ function addonInfo(): { file: string; sha256: string; mtime: string } | null {
 
 // ---- main -----------------------------------------------------------------------------------
 
-function main(): void {
+async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const anchor = args.anchor ? loadAnchor(args.anchor) : undefined;
   const machineFile = args.machine ? loadMachine(args.machine) : undefined;
@@ -572,12 +581,12 @@ function main(): void {
     if (anchor && !aRow) console.log(`  (anchor has no row for ${w.name} B=${w.B} C=${w.C} N=${w.N})`);
 
     if (args.pieces) {
-      const [cf] = timeSteps(sets.length, warm, args.repeats, (k) => {
+      const [cf] = await timeSteps(sets.length, warm, args.repeats, (k) => {
         const t = now();
         covpoolSync(sets[k].x);
         return [now() - t];
       });
-      const [cfb, cb] = timeSteps(sets.length, warm, args.repeats, (k) => {
+      const [cfb, cb] = await timeSteps(sets.length, warm, args.repeats, (k) => {
         const t = now();
         covpoolSync(sets[k].x);
         const t1 = now();
@@ -590,12 +599,12 @@ function main(): void {
         s.a32 = a;
         s.a64 = new Tensor(Float64Array.from(a.data), a.shape);
       }
-      const [e32] = timeSteps(sets.length, warm, args.repeats, (k) => {
+      const [e32] = await timeSteps(sets.length, warm, args.repeats, (k) => {
         const t = now();
         eighSync(sets[k].a32!);
         return [now() - t];
       });
-      const [e64] = timeSteps(sets.length, warm, args.repeats, (k) => {
+      const [e64] = await timeSteps(sets.length, warm, args.repeats, (k) => {
         const t = now();
         eighSync(sets[k].a64!);
         return [now() - t];
@@ -651,7 +660,7 @@ function main(): void {
       };
       let total: Stats, fwd: Stats, bwd: Stats, cpu: Stats;
       try {
-        [total, fwd, bwd, cpu] = timeSteps(sets.length, warm, args.repeats, (k) => {
+        [total, fwd, bwd, cpu] = await timeSteps(sets.length, warm, args.repeats, (k) => {
           const c = process.cpuUsage();
           const t = now();
           const { state } = layer.forwardSync(sets[k].x);
@@ -779,4 +788,7 @@ function main(): void {
   console.log(`\nwrote ${args.out}`);
 }
 
-main();
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -90,7 +90,7 @@ export interface NativeAddon {
   cancelControl(control: NativeControl): void;
   releaseControl(control: NativeControl): void;
   memoryStats(): {
-    host: { allocatedBytes: number; peakAllocatedBytes: number; cachedBytes: number; cacheLimitBytes: number; scratchBytes: number };
+    host: { allocatedBytes: number; peakAllocatedBytes: number; cachedBytes: number; cacheLimitBytes: number; scratchBytes: number; resultArrayBytes: number };
     devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
   };
   emptyCache(): number;

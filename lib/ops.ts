@@ -595,7 +595,7 @@ export function setMaxBytes(bytes: number): number {
 /** Native memory, like torch.cuda.memory_allocated / memory_reserved: the host caching allocator and, once used, each CUDA device's. */
 export interface MemoryStats {
   host: {
-    /** Held now by backward states, results being built and running calls. */
+    /** Held now by backward states, results being built, running calls and result arrays (resultArrayBytes). */
     allocatedBytes: number;
     /** The most held at once since the process started. */
     peakAllocatedBytes: number;
@@ -605,6 +605,13 @@ export interface MemoryStats {
     cacheLimitBytes: number;
     /** Per-thread work space of batch items, kept between calls (emptyCache() frees it when no call runs). */
     scratchBytes: number;
+    /**
+     * Results of 64 KiB and more are Float32Array/Float64Array views of covpool's own memory, not
+     * copies: the bytes of those the garbage collector has not collected yet, or whose release waits
+     * for the event loop's next turn. At most COVPOOL_RESULT_ARRAYS_MB (default 64; 0 disables it);
+     * beyond that, results are copied into fresh arrays.
+     */
+    resultArrayBytes: number;
   };
   /** One entry per CUDA device the process has used (none without the CUDA backend). */
   devices: { device: string; allocatedBytes: number; cachedBytes: number }[];
@@ -625,6 +632,7 @@ export function memoryStats(): MemoryStats {
     host.allocatedBytes += s.host.allocatedBytes;
     host.peakAllocatedBytes += s.host.peakAllocatedBytes;
     host.cachedBytes += s.host.cachedBytes;
+    host.resultArrayBytes += s.host.resultArrayBytes;
   }
   return { host, devices: all.flatMap((s) => s.devices) };
 }

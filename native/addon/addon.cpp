@@ -718,6 +718,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   host.Set("cachedBytes", static_cast<double>(s.cachedBytes));
   host.Set("cacheLimitBytes", static_cast<double>(s.limitBytes));
   host.Set("scratchBytes", static_cast<double>(s.scratchBytes));
+  host.Set("resultArrayBytes", static_cast<double>(resultArrayBytes()));
   Napi::Object r = Napi::Object::New(env);
   r.Set("host", host);
   Napi::Array devices = Napi::Array::New(env);

@@ -1,8 +1,11 @@
 #include "marshal.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <sstream>
+#include <unordered_set>
 
 #include "states.h"
 
@@ -164,12 +167,92 @@ Napi::Object optionsToJs(Napi::Env env, const SqrtmOptions& o) {
   return r;
 }
 
+namespace {
+
+// Result arrays whose memory JS took over from covpool's host cache (see toTypedArray). The set
+// also keeps each block reachable from a global while V8 holds it, so a leak checker at exit does
+// not take arrays JS still holds for leaks.
+struct ResultArrays {
+  std::mutex m;
+  std::unordered_set<void*> blocks;
+  std::size_t bytes = 0;
+  std::size_t limit = [] {
+    const char* env = std::getenv("COVPOOL_RESULT_ARRAYS_MB");
+    const long mb = env && *env ? std::atol(env) : 64;
+    return static_cast<std::size_t>(mb < 0 ? 0 : mb) << 20;
+  }();
+};
+ResultArrays& resultArrays() {
+  static ResultArrays* r = new ResultArrays;  // never destroyed: finalizers may run during exit
+  return *r;
+}
+
+// Smaller results are copied: a copy of a few pages costs less than an external array's
+// bookkeeping (and its finalizer's trip through the event loop).
+constexpr std::size_t kHandOverMinBytes = 64 << 10;
+
+bool reserveResult(void* p, std::size_t bytes) {
+  ResultArrays& r = resultArrays();
+  std::lock_guard<std::mutex> lk(r.m);
+  if (r.bytes + bytes > r.limit) return false;
+  r.bytes += bytes;
+  r.blocks.insert(p);
+  return true;
+}
+void unreserveResult(void* p, std::size_t bytes) {
+  ResultArrays& r = resultArrays();
+  std::lock_guard<std::mutex> lk(r.m);
+  r.bytes -= bytes;
+  r.blocks.erase(p);
+}
+// Runs on the JS thread once the array is collected (Node defers it to the event loop's next turn).
+void freeResult(napi_env, void* data, void* hint) {
+  const std::size_t bytes = reinterpret_cast<std::size_t>(hint);
+  unreserveResult(data, bytes);
+  cachedFree(data, bytes);
+}
+
+Napi::Value viewOf(Napi::Env env, DType dtype, std::size_t count, Napi::ArrayBuffer ab) {
+  if (dtype == DType::F32) return Napi::Float32Array::New(env, count, ab, 0);
+  return Napi::Float64Array::New(env, count, ab, 0);
+}
+
+}  // namespace
+
+std::size_t resultArrayBytes() {
+  ResultArrays& r = resultArrays();
+  std::lock_guard<std::mutex> lk(r.m);
+  return r.bytes;
+}
+
 Napi::Value toTypedArray(Napi::Env env, Buffer& b) {
   if (b.onDevice()) return wrapDeviceTensor(env, std::move(b));
-  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, b.byteSize());
-  if (b.byteSize()) std::memcpy(ab.Data(), b.raw(), b.byteSize());
-  if (b.dtype() == DType::F32) return Napi::Float32Array::New(env, b.size(), ab, 0);
-  return Napi::Float64Array::New(env, b.size(), ab, 0);
+  const DType dtype = b.dtype();
+  const std::size_t count = b.size(), bytes = b.byteSize();
+  // A large result's memory is handed to JS as it is, not copied into a fresh ArrayBuffer: the copy
+  // and the page faults of fresh memory were 15-19 % of a small Newton-Schulz layer's time
+  // (perf, 64 x 64 matrices). The block goes back to covpool's cache when the array is collected,
+  // so a training loop's results reuse memory that is already mapped. Blocks held by JS are
+  // bounded (COVPOOL_RESULT_ARRAYS_MB, default 64; 0: always copy): Node runs the finalizers on
+  // the event loop, so a loop that never yields would otherwise hold every result it made;
+  // beyond the bound results are copied. Runtimes without external array buffers get a copy too.
+  if (bytes >= kHandOverMinBytes) {
+    void* p = b.raw();
+    if (reserveResult(p, bytes)) {
+      b.releaseHostMemory();
+      napi_value ab = nullptr;
+      if (napi_create_external_arraybuffer(env, p, bytes, freeResult, reinterpret_cast<void*>(bytes), &ab) == napi_ok)
+        return viewOf(env, dtype, count, Napi::ArrayBuffer(env, ab));
+      unreserveResult(p, bytes);
+      Napi::ArrayBuffer copy = Napi::ArrayBuffer::New(env, bytes);
+      std::memcpy(copy.Data(), p, bytes);
+      cachedFree(p, bytes);
+      return viewOf(env, dtype, count, copy);
+    }
+  }
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, bytes);
+  if (bytes) std::memcpy(ab.Data(), b.raw(), bytes);
+  return viewOf(env, dtype, count, ab);
 }
 
 }  // namespace covpool::addon

@@ -29,8 +29,12 @@ bool boolArg(const Napi::CallbackInfo& info, std::size_t index, const char* what
 RawOptions optionsArg(const Napi::CallbackInfo& info, std::size_t index);
 Napi::Object optionsToJs(Napi::Env env, const SqrtmOptions& o);
 
-// A new Float32Array/Float64Array holding a copy of the buffer; for a device buffer, a device tensor
-// handle that takes its memory over.
+// A Float32Array/Float64Array of the buffer's data: for a large one, over the buffer's own memory,
+// which JS takes over (covpool's cache gets it back when the array is collected); for a small one
+// or beyond COVPOOL_RESULT_ARRAYS_MB held by JS, a copy. For a device buffer, a device tensor handle
+// that takes its memory over.
 Napi::Value toTypedArray(Napi::Env env, Buffer& b);
+// Bytes of result arrays JS holds over covpool's memory (counted in the host cache's allocatedBytes).
+std::size_t resultArrayBytes();
 
 }  // namespace covpool::addon

@@ -52,6 +52,14 @@ class Buffer {
   void* raw() { return host(); }
   const void* raw() const { return const_cast<Buffer*>(this)->host(); }
 
+  // Hands the host memory over (the Buffer is left empty): the caller frees it with
+  // cachedFree(p, byteSize() as read before the call). For results whose memory JS takes over.
+  void* releaseHostMemory() {
+    host();  // not for device data
+    count_ = 0;
+    return bytes_.releaseOwnership();
+  }
+
   template <class T> T* as() {
     if (DTypeOf<T>::value != dtype_) fail("internal: buffer dtype mismatch");
     return reinterpret_cast<T*>(host());

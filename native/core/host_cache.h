@@ -84,6 +84,12 @@ template <class T> class CachedArray {
   T* data() { return p_; }
   const T* data() const { return p_; }
   std::size_t size() const { return n_; }
+  // Gives up the memory without freeing it: the caller owns it and frees it with
+  // cachedFree(p, size() * sizeof(T)) as read before the call.
+  T* releaseOwnership() {
+    n_ = 0;
+    return std::exchange(p_, nullptr);
+  }
   T& operator[](std::size_t i) { return p_[i]; }
   const T& operator[](std::size_t i) const { return p_[i]; }
 
