@@ -229,10 +229,12 @@ Napi::Value toTypedArray(Napi::Env env, Buffer& b) {
   if (b.onDevice()) return wrapDeviceTensor(env, std::move(b));
   const DType dtype = b.dtype();
   const std::size_t count = b.size(), bytes = b.byteSize();
-  // A large result's memory is handed to JS as it is, not copied into a fresh ArrayBuffer: the copy
-  // and the page faults of fresh memory were 15-19 % of a small Newton-Schulz layer's time
-  // (perf, 64 x 64 matrices). The block goes back to covpool's cache when the array is collected,
-  // so a training loop's results reuse memory that is already mapped. Blocks held by JS are
+  // A large result's memory is handed to JS as it is, not copied into a fresh ArrayBuffer. The copy
+  // itself is cheap; the fresh ArrayBuffers were not: once glibc's chunks freed by V8's last
+  // collection ran out, every step faulted new pages in, and a cpu-s Newton-Schulz step alternated
+  // between about 7.4 and 11.3 ms in blocks of tens of steps (docs/speed-cpu.md, 2026-12-08). The
+  // block goes back to covpool's cache when the array is collected, so a training loop's results
+  // reuse memory that is already mapped. Blocks held by JS are
   // bounded (COVPOOL_RESULT_ARRAYS_MB, default 64; 0: always copy): Node runs the finalizers on
   // the event loop, so a loop that never yields would otherwise hold every result it made;
   // beyond the bound results are copied. Runtimes without external array buffers get a copy too.
