@@ -234,22 +234,19 @@ Napi::Value toTypedArray(Napi::Env env, Buffer& b) {
   // collection ran out, every step faulted new pages in, and a cpu-s Newton-Schulz step alternated
   // between about 7.4 and 11.3 ms in blocks of tens of steps (docs/speed-cpu.md, 2026-12-08). The
   // block goes back to covpool's cache when the array is collected, so a training loop's results
-  // reuse memory that is already mapped. Blocks held by JS are
-  // bounded (COVPOOL_RESULT_ARRAYS_MB, default 64; 0: always copy): Node runs the finalizers on
-  // the event loop, so a loop that never yields would otherwise hold every result it made;
-  // beyond the bound results are copied. Runtimes without external array buffers get a copy too.
+  // reuse memory that is already mapped. Blocks held by JS are bounded (COVPOOL_RESULT_ARRAYS_MB,
+  // default 64; 0: always copy): Node runs the finalizers on the event loop, so a loop that never
+  // yields would otherwise hold every result it made; beyond the bound results are copied.
+  // Runtimes without external array buffers (napi_no_external_buffers_allowed) get a copy too.
   if (bytes >= kHandOverMinBytes) {
     void* p = b.raw();
     if (reserveResult(p, bytes)) {
-      b.releaseHostMemory();
       napi_value ab = nullptr;
-      if (napi_create_external_arraybuffer(env, p, bytes, freeResult, reinterpret_cast<void*>(bytes), &ab) == napi_ok)
+      if (napi_create_external_arraybuffer(env, p, bytes, freeResult, reinterpret_cast<void*>(bytes), &ab) == napi_ok) {
+        b.releaseHostMemory();  // JS owns it now; freeResult gives it back
         return viewOf(env, dtype, count, Napi::ArrayBuffer(env, ab));
-      unreserveResult(p, bytes);
-      Napi::ArrayBuffer copy = Napi::ArrayBuffer::New(env, bytes);
-      std::memcpy(copy.Data(), p, bytes);
-      cachedFree(p, bytes);
-      return viewOf(env, dtype, count, copy);
+      }
+      unreserveResult(p, bytes);  // not taken: copied below like a small result
     }
   }
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, bytes);
